@@ -76,7 +76,8 @@ def centered_clipping(
             difference -= current[chunk]
             if radii.size:
                 difference[clipped] = div_round(difference[clipped] * tau, radii)
-            current[chunk] += div_round(weights @ difference, total_weight)
+            total = difference.sum(axis=0) if batch.weights is None else weights @ difference
+            current[chunk] += div_round(total, total_weight)
             following = DistanceAccumulator(count)
             following.add(block, current[chunk])
             return following.totals
