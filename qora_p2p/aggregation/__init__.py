@@ -20,23 +20,25 @@ table) for every rule's parameters, tolerance and cost.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from qora_p2p.aggregation.base import Batch, row_sq_distances
+from qora_p2p.aggregation.base import Batch, inner_products, row_sq_distances
 from qora_p2p.aggregation.registry import (
     DIMENSION_MAX,
     INPUTS_MAX,
+    MIXING_PREFIX,
     RULES,
     Plan,
     plan,
     rule_names,
 )
-from qora_p2p.errors import AggregationError
+from qora_p2p.errors import AggregationError, FixedPointError
+from qora_p2p.fixedpoint import to_fixed
 
 __all__ = [
     "DIMENSION_MAX",
@@ -45,7 +47,9 @@ __all__ = [
     "WEIGHT_TOTAL_MAX",
     "AggregationResult",
     "aggregate",
+    "inner_products",
     "rule_names",
+    "to_fixed_params",
     "validate",
 ]
 
@@ -69,6 +73,26 @@ class AggregationResult:
     deviation: npt.NDArray[np.int64]
     selected: tuple[int, ...]
     rule: str
+
+
+def to_fixed_params(rule: str, params: Mapping[str, Any], frac_bits: int) -> dict[str, Any]:
+    """Rule parameters as configuration files write them, converted for `aggregate`.
+
+    Configuration speaks model units; `aggregate` speaks integers. For centered clipping a float
+    ``tau`` (a radius in model units) becomes ``to_fixed(tau, frac_bits)`` and a float ``tau_scale``
+    (a multiple of the median distance) becomes Q16; ints are taken as already converted.
+    """
+    converted = dict(params)
+    if rule.removeprefix(MIXING_PREFIX) != "centered_clipping":
+        return converted
+    try:
+        if isinstance(converted.get("tau"), float):
+            converted["tau"] = to_fixed(converted["tau"], frac_bits)
+        if isinstance(converted.get("tau_scale"), float):
+            converted["tau_scale"] = to_fixed(converted["tau_scale"], 16)
+    except FixedPointError as error:
+        raise AggregationError(f"centered_clipping radius: {error}") from error
+    return converted
 
 
 def validate(

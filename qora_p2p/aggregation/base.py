@@ -12,7 +12,12 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from qora_p2p.aggregation.exact import DISTANCE_CHUNK_COLUMNS, DistanceAccumulator, column_chunks
+from qora_p2p.aggregation.exact import (
+    DISTANCE_CHUNK_COLUMNS,
+    DistanceAccumulator,
+    block_inner_products,
+    column_chunks,
+)
 
 T = TypeVar("T")
 
@@ -131,6 +136,17 @@ def row_sq_distances(
         distances = DistanceAccumulator(count)
         distances.add(updates[:, chunk], vector[chunk])
         return distances.totals
+
+    chunks = list(column_chunks(columns, block_width(count, columns)))
+    return add_rows(map_blocks(count * columns, chunks, work), count)
+
+
+def inner_products(updates: npt.NDArray[np.int32], vector: npt.NDArray[np.int32]) -> list[int]:
+    """Exact ``x_i . v`` for every row, as Python integers."""
+    count, columns = updates.shape
+
+    def work(chunk: slice) -> list[int]:
+        return block_inner_products(updates[:, chunk], vector[chunk])
 
     chunks = list(column_chunks(columns, block_width(count, columns)))
     return add_rows(map_blocks(count * columns, chunks, work), count)

@@ -25,6 +25,9 @@ well beyond it with ``tau`` near the honest updates' norm.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 
@@ -37,22 +40,44 @@ from qora_p2p.aggregation.base import (
     row_sq_distances,
 )
 from qora_p2p.aggregation.exact import DistanceAccumulator, column_chunks
-from qora_p2p.fixedpoint import div_round, isqrt_ceil
+from qora_p2p.fixedpoint import VALUE_MAX, div_round, isqrt_ceil
 
-__all__ = ["centered_clipping"]
+__all__ = ["Radius", "centered_clipping"]
+
+
+SCALE_ONE = 1 << 16  # tau_scale is a Q16 multiplier: 65536 means one median distance
+
+
+@dataclass(frozen=True, slots=True)
+class Radius:
+    """The clipping radius: a fixed ``tau``, or ``scale`` (Q16) times the median distance of the
+    inputs to the current centre, recomputed every iteration (scale-free: the same setting works
+    for any model and learning rate)."""
+
+    tau: int | None = None
+    scale: int | None = None
+
+    def for_distances(self, squared: list[int]) -> int:
+        if self.tau is not None:
+            return self.tau
+        assert self.scale is not None
+        distances = sorted(math.isqrt(value) for value in squared)
+        median = distances[(len(distances) - 1) // 2]
+        # Clamped to the int32 range so that d * tau stays below 2**63 (see the module notes).
+        return max(1, min(VALUE_MAX, (self.scale * median) >> 16))
 
 
 def centered_clipping(
-    batch: Batch, tau: int, iterations: int, center: npt.NDArray[np.int32] | None
+    batch: Batch, radius: Radius, iterations: int, center: npt.NDArray[np.int32] | None
 ) -> RuleOutput:
-    """Centered clipping with radius ``tau`` (fixed-point units) for ``iterations`` steps.
+    """Centered clipping for ``iterations`` steps.
 
     Each step is one pass over the input: the clipped step of a column block is final as soon as
     the block is done, so the same pass accumulates the squared distances to the new centre, which
     the next step (or the deviation signal) needs.
 
     Args:
-        tau: clipping radius, 1..2**31 - 1, in the same fixed-point units as the inputs.
+        radius: the clipping radius rule (fixed-point units).
         iterations: number of clipping steps from the centre.
         center: (P,) int32 starting point; zero when None.
     """
@@ -61,16 +86,17 @@ def centered_clipping(
     total_weight = int(weights.sum())
     current = np.zeros(dimension, dtype=np.int64) if center is None else center.astype(np.int64)
     norms_squared = row_sq_distances(batch.updates, current)
-    tau_squared = tau * tau
     chunks = list(column_chunks(dimension, block_width(count, dimension)))
     for _ in range(iterations):
+        tau = radius.for_distances(norms_squared)
+        tau_squared = tau * tau
         clipped = np.array([value > tau_squared for value in norms_squared], dtype=bool)
         radii = np.array(
             [isqrt_ceil(value) for value, clip in zip(norms_squared, clipped, strict=True) if clip],
             dtype=np.int64,
         )[:, None]
 
-        def step(chunk: slice) -> list[int]:
+        def step(chunk: slice, tau: int = tau) -> list[int]:
             block = batch.updates[:, chunk]
             difference = block.astype(np.int64)
             difference -= current[chunk]

@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 __all__ = [
     "DistanceAccumulator",
+    "block_inner_products",
     "column_chunks",
     "gram",
     "pairwise_sq_distances",
@@ -170,3 +171,26 @@ class DistanceAccumulator:
         for values, scale in zip(sums, scales, strict=True):
             for row, value in enumerate(values.tolist()):
                 self.totals[row] += scale * int(value)
+
+
+def block_inner_products(
+    block: npt.NDArray[np.int32], vector: npt.NDArray[np.int32]
+) -> list[int]:
+    """Exact ``x_i . v`` for each row of an (n, C) block with at most 2**15 columns.
+
+    With every value below 2**16 in magnitude, a float64 product is exact (terms below 2**32, sums
+    below 2**47). Otherwise ``v = hi * 2**16 + lo``: ``x . lo`` and ``x . hi`` have terms below 2**47
+    and sums below 2**62, exact in int64.
+    """
+    assert block.shape[1] <= DISTANCE_CHUNK_COLUMNS
+    if block.shape[1] == 0:
+        return [0] * block.shape[0]
+    small = max(int(block.max()), -int(block.min()), int(vector.max()), -int(vector.min())) < LIMB
+    if small:
+        products = block.astype(np.float64) @ vector.astype(np.float64)
+        return [int(value) for value in products.tolist()]
+    wide = block.astype(np.int64)
+    target = vector.astype(np.int64)
+    low = wide @ (target & (LIMB - 1))
+    high = wide @ (target >> LIMB_BITS)
+    return [int(h) * LIMB + int(l) for h, l in zip(high.tolist(), low.tolist(), strict=True)]

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qora_p2p.aggregation.base import Batch, Bounds, Kernel, RuleOutput
-from qora_p2p.aggregation.clipping import centered_clipping
+from qora_p2p.aggregation.clipping import Radius, centered_clipping
 from qora_p2p.aggregation.coordinate import mean_kernel, median_kernel, run_kernel, trimmed_kernel
 from qora_p2p.aggregation.distance import (
     bulyan,
@@ -36,6 +36,7 @@ __all__ = ["RULES", "MIXING_PREFIX", "Rule", "Plan", "plan", "rule_names"]
 INPUTS_MAX = 1024  # documented maximum n; overflow bounds and tests are proven up to here
 DIMENSION_MAX = 2**26  # documented maximum P; int64 accumulators are proven up to here (exact.py)
 ITERATIONS_MAX = 64  # centered clipping converges in a few steps; more only burns time
+TAU_SCALE_MAX = 64 << 16  # a radius of 64 median distances no longer clips anything that matters
 MIXING_PREFIX = "nnm+"
 
 Runner = Callable[[Batch], RuleOutput]
@@ -150,9 +151,16 @@ def _build_bulyan(count: int, dimension: int, params: dict[str, Any]) -> Built:
 
 
 def _build_centered_clipping(count: int, dimension: int, params: dict[str, Any]) -> Built:
-    if "tau" not in params:
-        raise AggregationError("centered_clipping needs parameter 'tau' (fixed-point radius)")
-    tau = _integer(params, "tau", 1, VALUE_MAX)
+    given = [name for name in ("tau", "tau_scale") if name in params]
+    if len(given) != 1:
+        raise AggregationError(
+            "centered_clipping takes exactly one of 'tau' (fixed-point radius) or 'tau_scale' "
+            "(Q16 multiple of the median distance)"
+        )
+    if given[0] == "tau":
+        radius = Radius(tau=_integer(params, "tau", 1, VALUE_MAX))
+    else:
+        radius = Radius(scale=_integer(params, "tau_scale", 1, TAU_SCALE_MAX))
     iterations = _integer(params, "iterations", 1, ITERATIONS_MAX) if "iterations" in params else 1
     center = params.get("center")
     if center is not None:
@@ -162,7 +170,7 @@ def _build_centered_clipping(count: int, dimension: int, params: dict[str, Any])
             raise AggregationError(
                 f"parameter 'center' must have shape ({dimension},), got {center.shape}"
             )
-    return Built(lambda batch: centered_clipping(batch, tau, iterations, center))
+    return Built(lambda batch: centered_clipping(batch, radius, iterations, center))
 
 
 RULES: Mapping[str, Rule] = {
@@ -224,8 +232,8 @@ RULES: Mapping[str, Rule] = {
         ),
         Rule(
             "centered_clipping",
-            "move from a centre by the mean of differences clipped to radius tau",
-            ("tau", "iterations", "center"),
+            "move from a centre by the mean of differences clipped to radius tau (or tau_scale medians)",
+            ("tau", "tau_scale", "iterations", "center"),
             True,
             "each Byzantine input moves the result by <= tau*w/sum(w) per iteration",
             "O(nP) per iteration",

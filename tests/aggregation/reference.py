@@ -112,15 +112,19 @@ def bulyan(rows: list[Row], rank: list[int], f: int) -> tuple[Row, list[int]]:
 
 def centered_clipping(
     rows: list[Row],
-    tau: int,
+    tau: int | None,
     iterations: int,
     center: Row | None,
     weights: list[int] | None = None,
+    tau_scale: int | None = None,
 ) -> tuple[Row, list[int]]:
     count = len(rows)
     weights = weights or [1] * count
     current = list(center) if center is not None else [0] * len(rows[0])
     for _ in range(iterations):
+        if tau_scale is not None:
+            distances = sorted(math.isqrt(sq_distance(row, current)) for row in rows)
+            tau = max(1, min(2**31 - 1, tau_scale * distances[(count - 1) // 2] // 2**16))
         steps = []
         for row in rows:
             difference = [x - v for x, v in zip(row, current)]
@@ -173,9 +177,10 @@ def run(
         center = params.get("center")
         return centered_clipping(
             rows,
-            params["tau"],
+            params.get("tau"),
             params.get("iterations", 1),
             None if center is None else [int(v) for v in center],
             weights,
+            params.get("tau_scale"),
         )
     raise ValueError(rule)

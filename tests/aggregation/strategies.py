@@ -85,7 +85,10 @@ def cases(draw, rule: str, extra: int = 4, count_min: int = 1) -> Case:
         params["trim"] = trim
         minimum = 2 * trim + 1
     elif base == "centered_clipping":
-        params["tau"] = draw(st.one_of(st.sampled_from([1, 3, 2**16, VALUE_MAX]), st.integers(1, VALUE_MAX)))
+        if draw(st.booleans()):
+            params["tau"] = draw(st.one_of(st.sampled_from([1, 3, 2**16, VALUE_MAX]), st.integers(1, VALUE_MAX)))
+        else:
+            params["tau_scale"] = draw(st.one_of(st.sampled_from([1, 2**16, 64 << 16]), st.integers(1, 64 << 16)))
         params["iterations"] = draw(st.integers(1, 3))
     if rule.startswith("nnm+"):
         params["f"] = f

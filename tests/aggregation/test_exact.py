@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qora_p2p.aggregation import exact
-from qora_p2p.aggregation.base import row_sq_distances
+from qora_p2p.aggregation.base import inner_products, row_sq_distances
 from qora_p2p.aggregation.distance import _NeighbourTable
 from tests.aggregation import reference
 from tests.aggregation.strategies import VALUES, matrices
@@ -69,3 +69,17 @@ def test_neighbour_scores_switch_to_python_integers_before_int64_overflows():
     assert table.wide
     scores = table.scores(np.ones(count, dtype=bool), list(range(count)), count - 1)
     assert scores == [(count - 1) * 2**61] * count
+
+
+@given(
+    matrices(1, extra=5, dimension_max=9).flatmap(
+        lambda rows: st.tuples(
+            st.just(rows), st.lists(VALUES, min_size=len(rows[0]), max_size=len(rows[0]))
+        )
+    )
+)
+def test_inner_products_are_exact(data):
+    """x_i . v equals the big-int dot product on the float64 and the int64-limb paths."""
+    rows, vector = data
+    result = inner_products(np.array(rows, dtype=np.int32), np.array(vector, dtype=np.int32))
+    assert result == [sum(a * b for a, b in zip(row, vector)) for row in rows]
