@@ -8,7 +8,29 @@ on purpose derives from `QoraError`, so a caller can catch all of them without c
 
 from __future__ import annotations
 
-__all__ = ["AggregationError", "FixedPointError", "QoraError"]
+__all__ = [
+    "AggregationError",
+    "BadHandshake",
+    "BadSignature",
+    "ChannelClosed",
+    "ChannelError",
+    "DecryptionFailed",
+    "FixedPointError",
+    "FrameTooLarge",
+    "FrameTruncated",
+    "HandshakeError",
+    "HandshakeTimeout",
+    "KeyFileError",
+    "KeyFormatError",
+    "LocalProtocolError",
+    "MessageTooLarge",
+    "PeerMismatch",
+    "QoraError",
+    "RemoteProtocolError",
+    "SignatureError",
+    "UnknownPeer",
+    "WrongNetwork",
+]
 
 
 class QoraError(Exception):
@@ -21,3 +43,84 @@ class FixedPointError(QoraError, ValueError):
 
 class AggregationError(QoraError, ValueError):
     """`aggregate` was given input it cannot use, or a rule's precondition does not hold."""
+
+
+class ConfigError(QoraError, ValueError):
+    """A configuration (file, CLI option, parameter) is invalid; the message names the field."""
+
+
+class LearningError(ConfigError):
+    """A model, dataset, partition, training or attack setting cannot be used."""
+
+
+class RemoteProtocolError(QoraError):
+    """A peer sent something invalid; counted against that peer, never a crash."""
+
+
+class LocalProtocolError(QoraError):
+    """We misused an API (bad argument, wrong call order): a bug in the calling code."""
+
+
+class SignatureError(RemoteProtocolError):
+    """A signature does not verify: wrong length, invalid public key, or forged or corrupt bytes."""
+
+
+class KeyFormatError(QoraError, ValueError):
+    """A key is malformed: public key text that is not 64 lowercase hex characters of a valid
+    Ed25519 point, or a seed that is not 32 bytes."""
+
+
+class KeyFileError(QoraError):
+    """A key file cannot be written or read: missing, unreadable, malformed, or too permissive."""
+
+
+class HandshakeError(RemoteProtocolError):
+    """A channel handshake failed because of what the peer sent (or did not send in time)."""
+
+
+class BadHandshake(HandshakeError):
+    """The handshake bytes are malformed: wrong magic or version, EOF, or an unusable ephemeral key."""
+
+
+class WrongNetwork(HandshakeError):
+    """The peer belongs to another network: its genesis hash differs from ours."""
+
+
+class UnknownPeer(HandshakeError):
+    """The peer's identity key is not a member of the network (or is our own key)."""
+
+
+class PeerMismatch(HandshakeError):
+    """The peer is a member, but not the one we meant to connect to."""
+
+
+class BadSignature(HandshakeError):
+    """The peer's handshake signature does not verify over the transcript."""
+
+
+class HandshakeTimeout(HandshakeError):
+    """The handshake did not finish within its time limit."""
+
+
+class ChannelError(RemoteProtocolError):
+    """An established channel received bytes that break the framing or fail authentication."""
+
+
+class FrameTooLarge(ChannelError):
+    """A frame's length prefix is outside the allowed range; its body is never read."""
+
+
+class MessageTooLarge(ChannelError):
+    """A reassembled message would exceed the receiver's message size limit."""
+
+
+class FrameTruncated(ChannelError):
+    """The stream ended inside a frame or inside a multi-frame message."""
+
+
+class DecryptionFailed(ChannelError):
+    """A frame fails authentication: tampered, replayed, reordered, or dropped frames all end here."""
+
+
+class ChannelClosed(QoraError):
+    """The peer closed the channel cleanly, at a message boundary."""

@@ -1,0 +1,237 @@
+"""The reputation ledger: who may contribute, with what weight, and who is banned.
+
+Theory of operation
+-------------------
+The ledger is agreed state. At every commit each honest node applies the same integer function
+(`apply_round`) to the same committed data, so every honest node holds the same ledger; its digest
+goes into the round hash.
+
+Reputation is Q16 fixed point in [0, 1] (0..65536). Each round, for every included member ``i``
+with deviation ``d_i = floor(|x_i - aggregate|)``:
+
+* ``spread`` is the lower median of the round's deviations: an honest value while attackers are
+  fewer than half of the input set, and it scales with the round's honest disagreement, so the test
+  below is relative, never an absolute distance;
+* **outlying** means ``d_i * 2**16 > outlier_ratio * max(spread, 1)``;
+* **opposing** means ``x_i . previous < 0`` (exact integers), where ``previous`` is the aggregate
+  the previous round committed (none in round 1): the update pulls against the agreed direction of
+  progress. The reference is the *previous* aggregate because a member's own update is part of this
+  round's aggregate (with heterogeneous updates that self-term makes everyone look aligned), and
+  colluders can steer this round's aggregate but not last round's. Honest members on skewed
+  (non-IID) data disagree with each other but, measured on digits, still point with it;
+  sign-flipping, label-flipping and inner-product attackers point against it;
+* an outlying or opposing update costs ``penalty``; any other earns ``reward``; an eligible member
+  that contributed nothing loses ``absence_penalty``.
+
+Bans:
+
+* committed evidence of equivocation bans a member permanently, at once;
+* a member whose reputation falls below ``ban_below`` is banned for ``ban_rounds`` rounds, lowest
+  reputation first (then member index), while fewer than ``ban_capacity`` members are banned. The
+  capacity is the network's f: banning more would ban an honest member by definition. An expiring
+  ban readmits the member with the initial reputation.
+
+Weights for reputation-weighted rules are ``max(1, min(r**3, weight_cap))`` in Q16: an established
+honest member (r = 1) weighs ``weight_cap`` (0.8) against a newcomer's 0.125 (r = 0.5), so a fresh
+identity gains little influence and no member dominates. (Reputation's cube is exact: 2**48 at
+most, shifted back to Q16.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import msgpack
+
+from qora_p2p.errors import ConfigError, LocalProtocolError
+
+__all__ = [
+    "ONE",
+    "Ledger",
+    "LedgerParams",
+    "Observation",
+    "RoundEffects",
+    "Standing",
+    "apply_round",
+]
+
+ONE = 1 << 16  # reputation and ratios are Q16
+LEDGER_VERSION = 1
+BAN_ROUNDS_MAX = 10**9  # "forever, in practice" without a special value
+MEMBERS_MAX = 1024  # matches the aggregation engine's input limit
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerParams:
+    """Genesis parameters of the ledger (Q16 where marked)."""
+
+    initial: int = ONE // 2  # Q16 reputation of a member at genesis or readmission
+    reward: int = 3277  # Q16, +0.05 per conforming round
+    penalty: int = 6554  # Q16, -0.10 per outlying or opposing round
+    absence_penalty: int = 0  # Q16, per round an eligible member contributes nothing
+    outlier_ratio: int = 3 * ONE  # Q16, deviation above this many round medians is outlying
+    ban_below: int = 13107  # Q16, 0.2
+    ban_rounds: int = 50
+    weight_cap: int = 52429  # Q16, 0.8
+
+    def __post_init__(self) -> None:
+        for name in ("initial", "reward", "penalty", "absence_penalty", "ban_below", "weight_cap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= ONE:
+                raise ConfigError(f"ledger parameter {name!r} must be an integer in 0..{ONE} (Q16), got {value!r}")
+        if self.weight_cap < 1:
+            raise ConfigError("ledger parameter 'weight_cap' must be at least 1")
+        if not isinstance(self.outlier_ratio, int) or not ONE <= self.outlier_ratio <= 1024 * ONE:
+            raise ConfigError(f"ledger parameter 'outlier_ratio' must be in {ONE}..{1024 * ONE} (Q16, 1.0..1024.0)")
+        if not isinstance(self.ban_rounds, int) or not 1 <= self.ban_rounds <= BAN_ROUNDS_MAX:
+            raise ConfigError(f"ledger parameter 'ban_rounds' must be in 1..{BAN_ROUNDS_MAX}")
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """One member's entry.
+
+    Attributes:
+        reputation: Q16 in 0..ONE.
+        banned_until: the last round of a reputation ban (inclusive); 0 when not banned.
+        proven: banned for good on committed evidence.
+    """
+
+    reputation: int
+    banned_until: int = 0
+    proven: bool = False
+
+    def eligible(self, round_number: int) -> bool:
+        return not self.proven and self.banned_until < round_number
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the round's commit says about one included member."""
+
+    member: int
+    deviation: int
+    opposing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RoundEffects:
+    """Changes of standing a round's commit made (for logs and reports)."""
+
+    banned: tuple[int, ...] = ()
+    proven: tuple[int, ...] = ()
+    readmitted: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Ledger:
+    """Every member's standing, in genesis order."""
+
+    standings: tuple[Standing, ...]
+
+    @classmethod
+    def genesis(cls, members: int, params: LedgerParams) -> Ledger:
+        if not 1 <= members <= MEMBERS_MAX:
+            raise ConfigError(f"a ledger holds 1..{MEMBERS_MAX} members, got {members}")
+        return cls(tuple(Standing(params.initial) for _ in range(members)))
+
+    def eligible(self, round_number: int) -> tuple[int, ...]:
+        """Members whose updates are valid in ``round_number``."""
+        return tuple(member for member, standing in enumerate(self.standings) if standing.eligible(round_number))
+
+    def weights(self, members: Sequence[int], params: LedgerParams) -> list[int]:
+        """Influence weights (Q16, at least 1) of ``members`` for reputation-weighted rules."""
+        result = []
+        for member in members:
+            reputation = self.standings[member].reputation
+            result.append(max(1, min((reputation**3) >> 32, params.weight_cap)))
+        return result
+
+    def encode(self) -> bytes:
+        """Canonical bytes (msgpack arrays of integers): the input of `digest`."""
+        rows = [[standing.reputation, standing.banned_until, standing.proven] for standing in self.standings]
+        return msgpack.packb([LEDGER_VERSION, rows], use_bin_type=True)
+
+    def digest(self) -> bytes:
+        """SHA-256 of the canonical encoding; the round hash commits to it."""
+        return hashlib.sha256(self.encode()).digest()
+
+
+def _check(ledger: Ledger, round_number: int, observations: Sequence[Observation], evidence: Sequence[int]) -> None:
+    count = len(ledger.standings)
+    seen = set()
+    for observation in observations:
+        member = observation.member
+        if not 0 <= member < count or member in seen:
+            raise LocalProtocolError(f"observation for member {member}: out of range or repeated")
+        if not ledger.standings[member].eligible(round_number):
+            raise LocalProtocolError(f"member {member} is banned in round {round_number} but was included")
+        if observation.deviation < 0:
+            raise LocalProtocolError(f"member {member} has a negative deviation")
+        seen.add(member)
+    for member in evidence:
+        if not 0 <= member < count:
+            raise LocalProtocolError(f"evidence names member {member}, outside 0..{count - 1}")
+
+
+def apply_round(
+    ledger: Ledger,
+    params: LedgerParams,
+    round_number: int,
+    observations: Sequence[Observation],
+    evidence: Iterable[int] = (),
+    *,
+    ban_capacity: int,
+) -> tuple[Ledger, RoundEffects]:
+    """The ledger after committing ``round_number`` (see the module notes for the rules).
+
+    Args:
+        observations: one per included member (distinct, all eligible this round).
+        evidence: members proven to have equivocated by evidence committed in this round.
+        ban_capacity: most members that may be banned at once (the network's f).
+
+    Raises:
+        LocalProtocolError: observations that the protocol should never produce.
+    """
+    proven_now = sorted(set(evidence))
+    _check(ledger, round_number, observations, proven_now)
+    standings = list(ledger.standings)
+    included = {observation.member: observation for observation in observations}
+    if observations:
+        deviations = sorted(observation.deviation for observation in observations)
+        spread = max(deviations[(len(deviations) - 1) // 2], 1)
+    for member, standing in enumerate(standings):
+        if not standing.eligible(round_number):
+            continue
+        reputation = standing.reputation
+        if member in included:
+            observation = included[member]
+            outlying = observation.deviation * ONE > params.outlier_ratio * spread
+            if outlying or observation.opposing:
+                reputation = max(0, reputation - params.penalty)
+            else:
+                reputation = min(ONE, reputation + params.reward)
+        else:
+            reputation = max(0, reputation - params.absence_penalty)
+        standings[member] = Standing(reputation, standing.banned_until, standing.proven)
+    for member in proven_now:
+        standings[member] = Standing(0, 0, True)
+    readmitted = []
+    for member, standing in enumerate(standings):
+        if not standing.proven and standing.banned_until == round_number:
+            standings[member] = Standing(params.initial, 0, False)
+            readmitted.append(member)
+    banned_count = sum(1 for standing in standings if not standing.eligible(round_number + 1))
+    candidates = sorted(
+        (standing.reputation, member)
+        for member, standing in enumerate(standings)
+        if standing.eligible(round_number + 1) and standing.reputation < params.ban_below
+    )
+    banned = []
+    for _, member in candidates[: max(0, ban_capacity - banned_count)]:
+        standings[member] = Standing(0, round_number + params.ban_rounds, False)
+        banned.append(member)
+    effects = RoundEffects(tuple(sorted(banned)), tuple(proven_now), tuple(readmitted))
+    return Ledger(tuple(standings)), effects
