@@ -1,0 +1,34 @@
+"""The learning workload: numpy models, bundled datasets and their partitions, local training,
+the Byzantine behaviours of the literature, and an in-process federation to run them together."""
+
+from qora_p2p.learning.attacks import ATTACKS, Attack, RoundView, build_attack
+from qora_p2p.learning.data import DATASETS, PARTITIONS, Dataset, load_dataset, partition
+from qora_p2p.learning.federation import FederationConfig, FederationResult, RoundRecord, run_federation
+from qora_p2p.learning.models import MLP, LogisticRegression, Model, ParameterLayout, build_model
+from qora_p2p.learning.training import Evaluation, LocalTrainer, TrainingConfig, evaluate, train_local
+
+__all__ = [
+    "ATTACKS",
+    "DATASETS",
+    "MLP",
+    "PARTITIONS",
+    "Attack",
+    "Dataset",
+    "Evaluation",
+    "FederationConfig",
+    "FederationResult",
+    "LocalTrainer",
+    "LogisticRegression",
+    "Model",
+    "ParameterLayout",
+    "RoundRecord",
+    "RoundView",
+    "TrainingConfig",
+    "build_attack",
+    "build_model",
+    "evaluate",
+    "load_dataset",
+    "partition",
+    "run_federation",
+    "train_local",
+]

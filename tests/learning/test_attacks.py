@@ -1,0 +1,101 @@
+"""Each Byzantine behaviour produces what its definition says, on synthetic vectors."""
+
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+
+from qora_p2p.errors import LearningError
+from qora_p2p.learning.attacks import ATTACKS, RoundView, alie_z, build_attack
+from qora_p2p.fixedpoint import decode, encode
+from qora_p2p.aggregation import aggregate
+
+
+def view(honest=None, own=None, rule="median", params=None, members=10):
+    rng = np.random.default_rng(5)
+    honest = rng.normal(1.0, 0.5, size=(7, 6)) if honest is None else honest
+    own = rng.normal(1.0, 0.5, size=(3, 6)) if own is None else own
+    return RoundView(honest, own, members, rule, params or {}, 16, np.random.default_rng(9))
+
+
+def test_simple_model_poisoning_attacks_follow_their_definitions():
+    """sign_flip = -own, scaling = k*own, zero = 0, random in range, gaussian has the right spread."""
+    state = view()
+    assert np.array_equal(build_attack("sign_flip").forge(state), -state.own)
+    assert np.array_equal(build_attack("sign_flip", scale=2).forge(state), -2 * state.own)
+    assert np.array_equal(build_attack("scaling").forge(state), 10 * state.own)
+    assert not build_attack("zero").forge(state).any()
+    values = build_attack("random", scale=3).forge(state)
+    assert values.shape == state.own.shape and np.abs(values).max() <= 3
+    big = view(own=np.zeros((3, 20000)), honest=np.zeros((7, 20000)))
+    noise = build_attack("gaussian", std=2.0).forge(big)
+    assert abs(noise.mean()) < 0.05 and abs(noise.std() - 2.0) < 0.05
+
+
+def test_alie_uses_the_papers_z_or_a_fixed_one():
+    """ALIE sends mu + z*sigma with z = Phi^-1((n - s)/n), s = floor(n/2 + 1) - b; or a given z."""
+    state = view()
+    assert alie_z(10, 3) == pytest.approx(NormalDist().inv_cdf(0.7))
+    mean, spread = state.honest.mean(axis=0), state.honest.std(axis=0)
+    forged = build_attack("alie").forge(state)
+    assert np.allclose(forged, mean + alie_z(10, 3) * spread) and forged.shape == (3, 6)
+    assert np.allclose(build_attack("alie", z=1.5).forge(state)[0], mean + 1.5 * spread)
+
+
+def test_ipm_sends_minus_epsilon_times_the_honest_mean():
+    """IPM: every attacker sends -epsilon * mu."""
+    state = view()
+    assert np.allclose(build_attack("ipm", epsilon=0.5).forge(state), -0.5 * state.honest.mean(axis=0))
+
+
+def test_mimic_copies_the_honest_update_farthest_along_the_top_direction():
+    """With honest updates spread along one axis, mimic copies the extreme one."""
+    honest = np.zeros((7, 4))
+    honest[:, 0] = [0.1, -0.2, 0.0, 0.3, -3.0, 0.2, 0.1]
+    honest[:, 1] = 0.01 * np.arange(7)
+    forged = build_attack("mimic").forge(view(honest=honest))
+    assert all(np.array_equal(row, honest[4]) for row in forged)
+
+
+@pytest.mark.parametrize(("name", "grid_name"), [("adaptive_alie", "z"), ("adaptive_ipm", "epsilon")])
+def test_adaptive_attacks_pick_the_factor_that_moves_the_aggregate_most(name, grid_name):
+    """The line search returns the candidate whose aggregate lands farthest from the honest mean."""
+    state = view(rule="median")
+    grid = [0.1, 1.0, 3.0]
+    forged = build_attack(name, grid=grid).forge(state)
+    base = "alie" if name == "adaptive_alie" else "ipm"
+
+    def distance(factor):
+        candidate = build_attack(base, **{grid_name: factor}).forge(state)
+        result = aggregate("median", encode(np.concatenate([state.honest, candidate]), 16).values)
+        return np.linalg.norm(decode(result.vector, 16) - state.honest.mean(axis=0))
+
+    best = max(grid, key=distance)
+    assert np.allclose(forged, build_attack(base, **{grid_name: best}).forge(state))
+
+
+def test_label_flip_and_backdoor_poison_the_data():
+    """label_flip maps y to C-1-y; backdoor stamps the trigger on a fraction and relabels it."""
+    features = np.zeros((10, 6))
+    labels = np.arange(10) % 3
+    _, flipped = build_attack("label_flip").poison_data(features, labels, 3, np.random.default_rng(0))
+    assert flipped.tolist() == (2 - labels).tolist()
+    backdoor = build_attack("backdoor", target=1, fraction=0.5, trigger_size=2, trigger_value=0.9)
+    stamped, relabelled = backdoor.poison_data(features, labels, 3, np.random.default_rng(0))
+    changed = np.flatnonzero((stamped[:, -2:] == 0.9).all(axis=1))
+    assert changed.size == 5 and (relabelled[changed] == 1).all()
+    assert (stamped[:, :-2] == 0).all() and features.max() == 0  # input untouched
+
+
+def test_every_attack_is_buildable_and_bad_parameters_are_named():
+    """The registry builds each attack; unknown names and parameters raise LearningError."""
+    for name in ATTACKS:
+        build_attack(name)
+    with pytest.raises(LearningError, match="unknown attack"):
+        build_attack("teleport")
+    with pytest.raises(LearningError, match="takes no parameter 'factor'"):
+        build_attack("sign_flip", factor=3)
+    with pytest.raises(LearningError, match="finite number"):
+        build_attack("scaling", factor="big")
+    with pytest.raises(LearningError, match="'fraction'"):
+        build_attack("backdoor", fraction=1.5)
