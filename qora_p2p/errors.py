@@ -14,6 +14,7 @@ __all__ = [
     "BadSignature",
     "ChannelClosed",
     "ChannelError",
+    "ConfigError",
     "DecryptionFailed",
     "FixedPointError",
     "FrameTooLarge",
@@ -22,7 +23,9 @@ __all__ = [
     "HandshakeTimeout",
     "KeyFileError",
     "KeyFormatError",
+    "LearningError",
     "LocalProtocolError",
+    "MessageError",
     "MessageTooLarge",
     "PeerMismatch",
     "QoraError",
@@ -124,3 +127,7 @@ class DecryptionFailed(ChannelError):
 
 class ChannelClosed(QoraError):
     """The peer closed the channel cleanly, at a message boundary."""
+
+
+class MessageError(RemoteProtocolError):
+    """A protocol message is malformed, out of limits, or not canonically encoded."""

@@ -1,0 +1,255 @@
+"""Protocol messages: one canonical encoding each, strict limits, signatures bound to network,
+type and content."""
+
+import hashlib
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qora_p2p.errors import MessageError, SignatureError
+from qora_p2p.identity import Identity
+from qora_p2p.messages import (
+    NIL,
+    SYNC_RECORDS_MAX,
+    Announce,
+    Evidence,
+    EvidenceMessage,
+    Fetch,
+    Hello,
+    Limits,
+    Precommit,
+    Prevote,
+    Proposal,
+    Record,
+    StateSnapshot,
+    SyncRequest,
+    SyncResponse,
+    Update,
+    Value,
+    conflicting,
+    decode,
+    verify_header,
+)
+
+LIMITS = Limits(members=7, dimension=5, evidence_max=2)
+GENESIS = hashlib.sha256(b"test genesis").digest()
+OTHER_GENESIS = hashlib.sha256(b"another network").digest()
+IDENTITIES = [Identity.from_seed(bytes([index + 1]) * 32) for index in range(LIMITS.members)]
+KEYS = [identity.public_key for identity in IDENTITIES]
+
+rounds = st.integers(1, 2**40)
+views = st.integers(0, 2**20)
+members = st.integers(0, LIMITS.members - 1)
+digests = st.binary(min_size=32, max_size=32)
+payloads = st.binary(min_size=LIMITS.payload_bytes, max_size=LIMITS.payload_bytes)
+
+
+@st.composite
+def values(draw, round_number=None):
+    number = draw(rounds) if round_number is None else round_number
+    senders = sorted(draw(st.sets(members, max_size=LIMITS.members)))
+    inputs = tuple((sender, draw(digests)) for sender in senders)
+    evidence = tuple(draw(st.lists(evidences(), max_size=LIMITS.evidence_max)))
+    return Value(number, draw(digests), inputs, evidence, draw(digests), draw(digests))
+
+
+@st.composite
+def evidences(draw):
+    culprit = draw(members)
+    one = Prevote.create(IDENTITIES[culprit], GENESIS, 3, 0, draw(digests), culprit)
+    two = Prevote.create(IDENTITIES[culprit], GENESIS, 3, 0, draw(digests), culprit)
+    return Evidence(culprit, one.header(), two.header())
+
+
+@st.composite
+def records(draw):
+    value = draw(values())
+    voters = sorted(draw(st.sets(members, min_size=1)))
+    view = draw(views)
+    certificate = tuple(
+        (voter, Precommit.create(IDENTITIES[voter], GENESIS, value.round, view, value.id(GENESIS), voter).signature) for voter in voters
+    )
+    return Record(value, view, certificate)
+
+
+@st.composite
+def messages(draw):
+    kind = draw(st.sampled_from(["hello", "update", "announce", "fetch", "proposal", "prevote", "precommit", "record", "sync_request", "sync_response", "evidence"]))
+    if kind == "hello":
+        return Hello(1, draw(rounds), draw(digests))
+    if kind == "update":
+        sender = draw(members)
+        return Update.create(IDENTITIES[sender], GENESIS, draw(rounds), draw(digests), sender, draw(payloads))
+    if kind == "announce":
+        return Announce.of(draw(rounds), sorted(draw(st.sets(members))), LIMITS.members)
+    if kind == "fetch":
+        wanted = tuple((member, draw(digests)) for member in sorted(draw(st.sets(members, min_size=1))))
+        return Fetch(draw(rounds), wanted)
+    if kind == "proposal":
+        proposer, view = draw(members), draw(views)
+        return Proposal.create(IDENTITIES[proposer], GENESIS, view, draw(st.integers(-1, view - 1)), proposer, draw(values()))
+    if kind in ("prevote", "precommit"):
+        voter = draw(members)
+        vote = Prevote if kind == "prevote" else Precommit
+        return vote.create(IDENTITIES[voter], GENESIS, draw(rounds), draw(views), draw(st.one_of(st.just(NIL), digests)), voter)
+    if kind == "record":
+        return draw(records())
+    if kind == "sync_request":
+        return SyncRequest(draw(rounds), draw(st.integers(0, SYNC_RECORDS_MAX)), draw(st.booleans()))
+    if kind == "sync_response":
+        state = draw(
+            st.none()
+            | st.builds(
+                StateSnapshot,
+                rounds,
+                st.binary(min_size=LIMITS.model_bytes, max_size=LIMITS.model_bytes),
+                payloads,
+                st.binary(max_size=64),
+            )
+        )
+        return SyncResponse(tuple(draw(st.lists(records(), max_size=3))), state)
+    return EvidenceMessage(draw(evidences()))
+
+
+@settings(max_examples=300)
+@given(messages())
+def test_every_message_round_trips_canonically(message):
+    """decode(encode(m)) == m, and the encoding is the only one decode accepts."""
+    data = message.encode()
+    assert decode(data, LIMITS) == message
+    assert decode(data, LIMITS).encode() == data
+
+
+@given(messages(), st.data())
+def test_non_canonical_encodings_are_rejected(message, data):
+    """An integer packed wider than needed, or a map where an array belongs, is refused."""
+    raw = msgpack.unpackb(message.encode())
+    widened = b"\x90"[:0] + bytes([0xDC]) + len(raw).to_bytes(2, "big") + b"".join(msgpack.packb(item, use_bin_type=True) for item in raw)
+    with pytest.raises(MessageError, match="canonical"):
+        decode(widened, LIMITS)
+    with pytest.raises(MessageError):
+        decode(msgpack.packb({"tag": raw[0]}), LIMITS)
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=400))
+def test_random_bytes_raise_only_message_errors(data):
+    """Fuzzing the decoder with random bytes never raises anything but MessageError."""
+    try:
+        decode(data, LIMITS)
+    except MessageError:
+        pass
+
+
+@settings(max_examples=500)
+@given(messages(), st.data())
+def test_mutated_messages_raise_only_message_errors(message, data):
+    """Flipping, truncating or extending a valid message gives a MessageError or a valid message."""
+    raw = bytearray(message.encode())
+    operation = data.draw(st.sampled_from(["flip", "truncate", "extend"]))
+    if operation == "flip":
+        position = data.draw(st.integers(0, len(raw) - 1))
+        raw[position] ^= data.draw(st.integers(1, 255))
+    elif operation == "truncate":
+        del raw[data.draw(st.integers(0, len(raw) - 1)) :]
+    else:
+        raw += data.draw(st.binary(min_size=1, max_size=8))
+    try:
+        decoded = decode(bytes(raw), LIMITS)
+    except MessageError:
+        return
+    assert decoded.encode() == bytes(raw)
+
+
+def test_limits_are_enforced():
+    """Payloads of the wrong size, members beyond n, oversized lists and messages are refused."""
+    identity = IDENTITIES[0]
+    short = Update.create(identity, GENESIS, 1, bytes(32), 0, bytes(LIMITS.payload_bytes - 4))
+    with pytest.raises(MessageError, match="payload must be 20 bytes"):
+        decode(short.encode(), LIMITS)
+    outsider = Prevote.create(identity, GENESIS, 1, 0, NIL, 0).encode().replace(b"\x00\xc4@", b"\x07\xc4@")
+    with pytest.raises(MessageError, match="voter"):
+        decode(outsider, LIMITS)
+    with pytest.raises(MessageError, match="exceeds"):
+        decode(bytes(LIMITS.message_bytes_max + 1), LIMITS)
+    with pytest.raises(MessageError, match="unknown message tag"):
+        decode(msgpack.packb([99, 1]), LIMITS)
+
+
+def test_signatures_bind_network_type_and_content():
+    """A tampered signature, another network, another round or another type does not verify."""
+    identity = IDENTITIES[2]
+    update = Update.create(identity, GENESIS, 5, bytes(32), 2, bytes(LIMITS.payload_bytes))
+    update.verify(GENESIS, identity.public_key)
+    with pytest.raises(SignatureError):
+        update.verify(OTHER_GENESIS, identity.public_key)
+    with pytest.raises(SignatureError):
+        Update(6, update.prev_hash, 2, update.payload, update.signature).verify(GENESIS, identity.public_key)
+    with pytest.raises(SignatureError):
+        Update(5, update.prev_hash, 2, b"\x01" + update.payload[1:], update.signature).verify(GENESIS, identity.public_key)
+    tampered = bytes([update.signature[0] ^ 1]) + update.signature[1:]
+    with pytest.raises(SignatureError):
+        Update(5, update.prev_hash, 2, update.payload, tampered).verify(GENESIS, identity.public_key)
+    with pytest.raises(SignatureError):
+        update.verify(GENESIS, IDENTITIES[3].public_key)
+    vote = Prevote.create(identity, GENESIS, 5, 0, bytes(32), 2)
+    as_precommit = Precommit(vote.round, vote.view, vote.value_id, vote.voter, vote.signature)
+    with pytest.raises(SignatureError):
+        as_precommit.verify(GENESIS, identity.public_key)
+
+
+def test_round_hash_covers_every_field_of_the_value():
+    """Changing any part of a value changes its round hash; so does another genesis."""
+    value = Value(3, bytes(32), ((0, bytes(32)), (2, b"\x01" * 32)), (), b"\x02" * 32, b"\x03" * 32)
+    variants = [
+        Value(4, *value.fields()[1:2], value.inputs, (), value.model_digest, value.ledger_digest),
+        Value(3, b"\x09" * 32, value.inputs, (), value.model_digest, value.ledger_digest),
+        Value(3, bytes(32), value.inputs[:1], (), value.model_digest, value.ledger_digest),
+        Value(3, bytes(32), value.inputs, (), b"\x04" * 32, value.ledger_digest),
+        Value(3, bytes(32), value.inputs, (), value.model_digest, b"\x05" * 32),
+    ]
+    assert len({value.id(GENESIS), *(variant.id(GENESIS) for variant in variants)}) == 6
+    assert value.id(GENESIS) != value.id(OTHER_GENESIS)
+    with pytest.raises(MessageError, match="sorted"):
+        Value(3, bytes(32), ((2, bytes(32)), (0, bytes(32))), (), bytes(32), bytes(32))
+
+
+def test_records_verify_only_with_a_quorum_of_valid_precommits():
+    """A certificate needs a quorum of distinct valid precommit signatures for the value's id."""
+    value = Value(2, bytes(32), ((1, bytes(32)),), (), bytes(32), bytes(32))
+    value_id = value.id(GENESIS)
+    signatures = [(voter, Precommit.create(IDENTITIES[voter], GENESIS, 2, 1, value_id, voter).signature) for voter in range(5)]
+    record = Record(value, 1, tuple(signatures))
+    assert record.verify(GENESIS, KEYS, quorum=5) == value_id
+    with pytest.raises(MessageError, match="quorum is 6"):
+        record.verify(GENESIS, KEYS, quorum=6)
+    forged = signatures[:4] + [(4, signatures[3][1])]
+    with pytest.raises(SignatureError):
+        Record(value, 1, tuple(forged)).verify(GENESIS, KEYS, quorum=5)
+    with pytest.raises(SignatureError):
+        Record(value, 0, tuple(signatures)).verify(GENESIS, KEYS, quorum=5)
+    with pytest.raises(MessageError, match="sorted"):
+        Record(value, 1, tuple(reversed(signatures)))
+
+
+def test_equivocation_is_detected_from_signed_headers():
+    """Two signed votes (or updates) for one slot with different content conflict; others do not."""
+    identity = IDENTITIES[1]
+    first = Prevote.create(identity, GENESIS, 4, 2, b"\x01" * 32, 1).header()
+    second = Prevote.create(identity, GENESIS, 4, 2, b"\x02" * 32, 1).header()
+    later = Prevote.create(identity, GENESIS, 4, 3, b"\x02" * 32, 1).header()
+    assert conflicting(first, second) and not conflicting(first, later) and not conflicting(first, first)
+    update_a = Update.create(identity, GENESIS, 4, bytes(32), 1, b"a" * 20).header()
+    update_b = Update.create(identity, GENESIS, 4, bytes(32), 1, b"b" * 20).header()
+    assert conflicting(update_a, update_b) and not conflicting(update_a, first)
+    verify_header(first, GENESIS, identity.public_key)
+    with pytest.raises(SignatureError):
+        verify_header(first, GENESIS, IDENTITIES[0].public_key)
+
+
+def test_announce_bitmap_round_trips():
+    """Announce.of and members() are inverses."""
+    announce = Announce.of(9, [0, 3, 6], LIMITS.members)
+    assert announce.members() == [0, 3, 6] and announce.holders == bytes([0b01001001])
