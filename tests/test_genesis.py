@@ -1,0 +1,113 @@
+"""Genesis files: strict validation with named fields, a formatting-independent hash."""
+
+import tomllib
+
+import pytest
+
+from qora_p2p.errors import ConfigError
+from qora_p2p.genesis import ModelSpec, Timing, create_network, dump_genesis, load_genesis, parse_genesis
+from qora_p2p.identity import Identity, public_key_hex
+from qora_p2p.ledger import LedgerParams
+
+
+def document(count=4, **overrides):
+    keys = [public_key_hex(Identity.from_seed(bytes([index + 1]) * 32).public_key) for index in range(count)]
+    base = {
+        "network_id": "test-net",
+        "model": {"kind": "logistic", "features": 64, "classes": 10},
+        "aggregation": {"rule": "median"},
+        "members": [{"name": f"n{index}", "public_key": key, "address": f"127.0.0.1:{7000 + index}"} for index, key in enumerate(keys)],
+    }
+    base.update(overrides)
+    return base
+
+
+def test_round_trip_keeps_every_field_and_the_hash(tmp_path):
+    """dump then load gives an equal genesis with the same hash."""
+    genesis = parse_genesis(document(aggregation={"rule": "centered_clipping", "tau_scale": 1.0, "center": "previous"}))
+    path = tmp_path / "peers.toml"
+    path.write_text(dump_genesis(genesis))
+    again = load_genesis(path)
+    assert again == genesis and again.hash == genesis.hash
+    assert genesis.size == 4 and genesis.faulty == 1 and genesis.quorum == 3 and genesis.inputs_min == 3
+    assert genesis.model.dimension == 650 and genesis.centered_on_previous
+
+
+def test_hash_ignores_formatting_but_not_content():
+    """Comments and key order do not change the hash; any value does."""
+    text = dump_genesis(parse_genesis(document()))
+    reordered = text.replace('version = 1\nnetwork_id = "test-net"', '# a comment\nnetwork_id   =   "test-net"\nversion = 1')
+    assert reordered != text
+    assert parse_genesis(tomllib.loads(reordered)).hash == parse_genesis(tomllib.loads(text)).hash
+    assert parse_genesis(document(network_id="other")).hash != parse_genesis(document()).hash
+    assert parse_genesis(document(fixed_point={"frac_bits": 20})).hash != parse_genesis(document()).hash
+
+
+def test_quorum_intersection_for_every_size():
+    """Any two quorums overlap in more than f members, for every n."""
+    for count in range(1, 40):
+        genesis = parse_genesis(document(count=count, aggregation={"rule": "fedavg"}))
+        assert 2 * genesis.quorum - count > genesis.faulty
+        assert genesis.quorum <= count - genesis.faulty
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["members"][2].update(public_key=d["members"][0]["public_key"]), r"members\[2\]\.public_key: duplicates members\[0\]"),
+        (lambda d: d["members"][1].update(address="127.0.0.1:7000"), r"members\[1\]\.address: duplicates"),
+        (lambda d: d["members"][1].update(name="n0"), r"members\[1\]\.name: duplicates"),
+        (lambda d: d["members"][3].update(public_key="zz" * 32), r"members\[3\]\.public_key"),
+        (lambda d: d["members"][3].update(public_key="ab"), r"members\[3\]\.public_key"),
+        (lambda d: d["members"][0].update(address="localhost"), r"members\[0\]\.address: must be host:port"),
+        (lambda d: d["members"][0].update(address="127.0.0.1:70000"), r"port must be in 1\.\.65535"),
+        (lambda d: d["members"][0].update(colour="red"), r"members\[0\]\.colour: unknown field"),
+        (lambda d: d.pop("network_id"), r"network_id: missing"),
+        (lambda d: d.update(network_id=5), r"network_id: must be str"),
+        (lambda d: d.update(surprise=1), r"surprise: unknown field"),
+        (lambda d: d["model"].update(kind="gpt"), r"model\.kind: must be one of"),
+        (lambda d: d["model"].update(dimension=7), r"model\.dimension: 7 does not match the model"),
+        (lambda d: d["model"].update(features=True), r"model\.features: must be int"),
+        (lambda d: d["aggregation"].update(rule="geomed"), r"aggregation\.rule: unknown rule"),
+        (lambda d: d["aggregation"].update(rule="krum", f=1), r"krum needs n >= 2f\+3.*n - f = 3 updates"),
+        (lambda d: d["aggregation"].update(center="zero"), r"aggregation\.center"),
+        (lambda d: d.update(reputation={"penalty": 2.0}), r"reputation\.penalty: must be in"),
+        (lambda d: d.update(timing={"propose_timeout_ms": 0}), r"timing\.propose_timeout_ms"),
+        (lambda d: d.update(fixed_point={"frac_bits": 30}), r"fixed_point\.frac_bits"),
+        (lambda d: d.update(members=[]), r"members: must be a non-empty array"),
+    ],
+)
+def test_every_invalid_field_is_named(change, message):
+    """Each kind of mistake raises ConfigError naming the field and the problem."""
+    data = document()
+    change(data)
+    with pytest.raises(ConfigError, match=message):
+        parse_genesis(data)
+
+
+def test_unreadable_and_malformed_files(tmp_path):
+    """A missing file and broken TOML are ConfigErrors that say so."""
+    with pytest.raises(ConfigError, match="cannot read genesis"):
+        load_genesis(tmp_path / "absent.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("network_id = [\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_genesis(bad)
+
+
+def test_create_network_writes_keys_and_a_loadable_genesis(tmp_path):
+    """create_network gives 0600 key files and a peers.toml that loads to the same genesis."""
+    genesis, paths = create_network(
+        tmp_path,
+        [("127.0.0.1", 7100 + index) for index in range(4)],
+        network_id="made",
+        model=ModelSpec("synthetic", 100),
+        rule="trimmed_mean",
+        rule_params={"trim": 1},
+        ledger=LedgerParams(),
+        timing=Timing(),
+    )
+    assert load_genesis(tmp_path / "peers.toml").hash == genesis.hash
+    assert all(path.stat().st_mode & 0o777 == 0o600 for path in paths)
+    with pytest.raises(ConfigError, match="exists"):
+        create_network(tmp_path, [("127.0.0.1", 7200)], network_id="again", model=ModelSpec("synthetic", 10), rule="median", rule_params={})
