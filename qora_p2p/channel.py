@@ -25,9 +25,10 @@ is rejected) is fed to HKDF-SHA256 with ``salt = sha256(t1 | both signatures)`` 
 per direction. Ephemeral secrets live only for the handshake, so recorded traffic stays secret
 even if identity keys leak later (forward secrecy).
 
-Frames. ``length (4, big-endian) | ChaCha20-Poly1305(flag | chunk)`` (RFC 8439 AEAD, from the
-``cryptography`` package, about three times faster here than PyNaCl's) with the length header as
-associated data and the nonce ``0000 | counter (8, little-endian)``. Each direction's counter starts
+Frames. ``length (4, big-endian) | flag (1) | ChaCha20-Poly1305(chunk)`` (RFC 8439 AEAD, from the
+``cryptography`` package, about three times faster here than PyNaCl's) with ``length | flag`` as
+associated data (the flag is authenticated, not secret) and the nonce ``0000 | counter (8,
+little-endian)``. Each direction's counter starts
 at 0 and the receiver only ever tries the next one, so a replayed, reordered, dropped, truncated
 or modified frame fails authentication (`DecryptionFailed`). The receiver checks the length
 against ``frame_bytes_max`` before reading the body (no read reaches past the next 4-byte header),
@@ -428,14 +429,19 @@ class _FrameSealer:
         self._counter = counter
 
     def seal(self, chunk: bytes | memoryview, final: bool) -> bytes:
-        """``header | ciphertext`` of one frame carrying ``chunk``."""
+        """``header | flag | ciphertext`` of one frame carrying ``chunk``.
+
+        The flag travels in clear but is authenticated as associated data with the header, so the
+        chunk is encrypted straight from the caller's buffer, with no copy to prepend the flag.
+        """
         if self._counter > FRAME_COUNTER_MAX:
             raise LocalProtocolError("frame counter exhausted after 2**64 frames; open a new channel")
-        header = (FLAG_BYTES + len(chunk) + TAG_BYTES).to_bytes(FRAME_HEADER_BYTES, "big")
-        plaintext = (FLAG_FINAL if final else FLAG_MORE) + chunk
-        ciphertext = self._cipher.encrypt(_nonce(self._counter), plaintext, header)
+        prefix = (FLAG_BYTES + len(chunk) + TAG_BYTES).to_bytes(FRAME_HEADER_BYTES, "big") + (
+            FLAG_FINAL if final else FLAG_MORE
+        )
+        ciphertext = self._cipher.encrypt(_nonce(self._counter), chunk, prefix)
         self._counter += 1
-        return header + ciphertext
+        return prefix + ciphertext
 
 
 class _FrameOpener:
@@ -448,23 +454,24 @@ class _FrameOpener:
         self._cipher = ChaCha20Poly1305(key)
         self._counter = counter
 
-    def open(self, header: bytes, ciphertext: bytes) -> bytes:
-        """The plaintext (flag + chunk) of the next frame.
+    def open(self, header: bytes, body: bytes | bytearray) -> tuple[bytes, bytes]:
+        """The flag and the chunk of the next frame (``body`` is flag + ciphertext).
 
         Raises:
             DecryptionFailed: the frame is not the next one this direction's sender sealed.
         """
         if self._counter > FRAME_COUNTER_MAX:
             raise ChannelError("peer sent more than 2**64 frames on one channel")
+        flag = bytes(body[:FLAG_BYTES])
         try:
-            plaintext = self._cipher.decrypt(_nonce(self._counter), ciphertext, header)
+            chunk = self._cipher.decrypt(_nonce(self._counter), memoryview(body)[FLAG_BYTES:], header + flag)
         except InvalidTag:
             raise DecryptionFailed(
-                f"frame {self._counter} of {len(ciphertext)} bytes fails authentication "
+                f"frame {self._counter} of {len(body)} bytes fails authentication "
                 "(tampered, replayed, reordered or preceded by a dropped frame)"
             ) from None
         self._counter += 1
-        return plaintext
+        return flag, chunk
 
 
 def _frame_length(header: bytes, limits: ChannelLimits) -> int:
@@ -514,7 +521,7 @@ class SecureChannel(trio.abc.AsyncResource):
         self._body_length = 0
         self._body_parts: list[bytes | bytearray | memoryview] = []
         self._body_filled = 0
-        self._message_parts: list[memoryview] = []
+        self._message_parts: list[bytes] = []
         self._message_filled = 0
         self._messages_sent = 0
         self._messages_received = 0
@@ -605,8 +612,8 @@ class SecureChannel(trio.abc.AsyncResource):
             # Bounded: every pass takes one frame, and a message has at most message_bytes_max + 1
             # frames because non-final frames are never empty.
             while True:
-                plaintext = await self._receive_frame()
-                message = self._absorb(plaintext)
+                flag, chunk = await self._receive_frame()
+                message = self._absorb(flag, chunk)
                 if message is not None:
                     return message
         except ChannelClosed:
@@ -620,8 +627,8 @@ class SecureChannel(trio.abc.AsyncResource):
         finally:
             self._receiving = False
 
-    async def _receive_frame(self) -> bytes:
-        """The next frame's plaintext; resumable after cancellation at any await.
+    async def _receive_frame(self) -> tuple[bytes, bytes]:
+        """The next frame's flag and chunk; resumable after cancellation at any await.
 
         No read reaches past the next frame's 4-byte header, so every frame's length is checked
         before any of its body is read. Asking for a body and the next header together halves the
@@ -658,10 +665,10 @@ class SecureChannel(trio.abc.AsyncResource):
         self._body_length = 0
         self._body_parts = []
         self._body_filled = 0
-        plaintext = self._opener.open(header, body)
+        flag, chunk = self._opener.open(header, body)
         self._frames_received += 1
         self._wire_bytes_received += FRAME_HEADER_BYTES + length
-        return plaintext
+        return flag, chunk
 
     def _end_of_stream(self) -> NoReturn:
         if self._header:
@@ -676,11 +683,8 @@ class SecureChannel(trio.abc.AsyncResource):
             )
         raise ChannelClosed("peer closed the channel")
 
-    def _absorb(self, plaintext: bytes) -> bytes | None:
+    def _absorb(self, flag: bytes, chunk: bytes) -> bytes | None:
         """Add one frame to the message being reassembled; the whole message once it is complete."""
-        assert len(plaintext) >= FLAG_BYTES  # _frame_length guarantees the overhead is present
-        flag = plaintext[:FLAG_BYTES]
-        chunk = memoryview(plaintext)[FLAG_BYTES:]
         if flag not in (FLAG_MORE, FLAG_FINAL):
             raise ChannelError(f"frame flag is {flag[0]}, expected 0 (more) or 1 (final)")
         if flag == FLAG_MORE and not chunk:

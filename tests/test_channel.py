@@ -498,18 +498,17 @@ async def test_sending_over_our_own_message_limit_is_a_local_error():
 
 
 async def test_frame_format_is_as_documented():
-    """Frames are length | AEAD(flag | chunk), header as AD, nonce 0000 | little-endian counter."""
+    """Frames are length | flag | AEAD(chunk) with length | flag as AD and nonce
+    0000 | little-endian counter (checked against libsodium's independent implementation)."""
     ours, theirs = trio.testing.memory_stream_pair()
     key = bytes(range(32))
     channel = known_key_channel(ours, key, bytes(32), SMALL)
     await channel.send(b"x" * 100)  # two frames: 64 + 36 bytes
     wire = b""
     for counter, (flag, chunk) in enumerate([(b"\x00", b"x" * 64), (b"\x01", b"x" * 36)]):
-        header = (len(chunk) + 17).to_bytes(4, "big")
+        prefix = (len(chunk) + 17).to_bytes(4, "big") + flag
         nonce = bytes(4) + counter.to_bytes(8, "little")
-        wire += header + nacl.bindings.crypto_aead_chacha20poly1305_ietf_encrypt(
-            flag + chunk, header, nonce, key
-        )
+        wire += prefix + nacl.bindings.crypto_aead_chacha20poly1305_ietf_encrypt(chunk, prefix, nonce, key)
     assert await read_exactly(theirs, len(wire)) == wire
 
 
@@ -530,7 +529,7 @@ def test_frame_counter_never_wraps():
     sealer = channel_module._FrameSealer(bytes(32), counter=FRAME_COUNTER_MAX)
     opener = channel_module._FrameOpener(bytes(32), counter=FRAME_COUNTER_MAX)
     frame = sealer.seal(b"last", final=True)
-    assert opener.open(frame[:4], frame[4:]) == b"\x01last"
+    assert opener.open(frame[:4], frame[4:]) == (b"\x01", b"last")
     with pytest.raises(LocalProtocolError, match="counter exhausted"):
         sealer.seal(b"one more", final=True)
     with pytest.raises(ChannelError, match="2\\*\\*64 frames"):
@@ -559,10 +558,10 @@ async def test_invalid_authenticated_plaintext_is_a_channel_error(plaintext, err
     ours, theirs = trio.testing.memory_stream_pair()
     key = bytes(range(32))
     channel = known_key_channel(ours, bytes(32), key)
-    header = (len(plaintext) + 16).to_bytes(4, "big")
+    prefix = (len(plaintext) + 16).to_bytes(4, "big") + plaintext[:1]
     nonce = bytes(12)
     await theirs.send_all(
-        header + nacl.bindings.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, header, nonce, key)
+        prefix + nacl.bindings.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext[1:], prefix, nonce, key)
     )
     await theirs.aclose()
     with pytest.raises(error, match=problem):
