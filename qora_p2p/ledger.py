@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from qora_p2p.errors import ConfigError, LocalProtocolError
+from qora_p2p.errors import ConfigError, LocalProtocolError, MessageError
 
 __all__ = [
     "ONE",
@@ -157,6 +157,36 @@ class Ledger:
     def digest(self) -> bytes:
         """SHA-256 of the canonical encoding; the round hash commits to it."""
         return hashlib.sha256(self.encode()).digest()
+
+    @classmethod
+    def decode(cls, data: bytes, members: int) -> Ledger:
+        """Parse `encode` output for ``members`` members; reject anything else.
+
+        Raises:
+            MessageError: malformed, wrong size, values out of range, or not canonical.
+        """
+        try:
+            version, rows = msgpack.unpackb(data, use_list=True, max_array_len=max(members, 2), max_bin_len=0, max_str_len=0, max_map_len=0)
+        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as error:
+            raise MessageError(f"malformed ledger: {error}") from error
+        if version != LEDGER_VERSION or not isinstance(rows, list) or len(rows) != members:
+            raise MessageError(f"ledger must be version {LEDGER_VERSION} with {members} rows")
+        standings = []
+        for row in rows:
+            if (
+                not isinstance(row, list)
+                or len(row) != 3
+                or any(isinstance(item, bool) or not isinstance(item, int) for item in row[:2])
+                or not isinstance(row[2], bool)
+                or not 0 <= row[0] <= ONE
+                or not 0 <= row[1] <= 2**62
+            ):
+                raise MessageError(f"malformed ledger row {row!r}")
+            standings.append(Standing(row[0], row[1], row[2]))
+        ledger = cls(tuple(standings))
+        if ledger.encode() != data:
+            raise MessageError("ledger is not canonically encoded")
+        return ledger
 
 
 def _check(ledger: Ledger, round_number: int, observations: Sequence[Observation], evidence: Sequence[int]) -> None:

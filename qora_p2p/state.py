@@ -1,0 +1,222 @@
+"""The agreed state of a network and the pure function that advances it by one round.
+
+Theory of operation
+-------------------
+After round ``r`` every honest member holds the same `AgreedState`:
+
+* ``round``: the last committed round (0 at genesis) and ``last_hash``, its round hash (at genesis,
+  a hash of the genesis hash);
+* ``model``: the global model as int64 fixed point (``frac_bits`` fractional bits). It starts as the
+  seeded initial model, encoded, and each round adds the round's aggregate, exactly: no float ever
+  touches agreed state;
+* ``aggregate``: the last round's aggregate (int32), the centre of centered clipping and the
+  reference direction of the reputation ledger;
+* ``ledger``: the reputation ledger (`qora_p2p.ledger`), or None when the genesis disables it.
+
+`compute_round` is the whole state transition: given the state, the round's input set (updates in
+member order) and committed evidence, it aggregates with the genesis rule (reputation weights and
+previous-aggregate centre when configured), adds the aggregate to the model, updates the ledger from
+each input's deviation and alignment, and returns the new state with its digests. It is
+deterministic: same inputs, same bytes, on every machine. ``model_digest`` covers the model and
+the aggregate; ``ledger_digest`` the ledger; both go into the round's value and so into its hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from qora_p2p.aggregation import aggregate, inner_products
+from qora_p2p.errors import FixedPointError, LocalProtocolError, MessageError
+from qora_p2p.fixedpoint import encode, from_bytes, to_bytes
+from qora_p2p.genesis import Genesis
+from qora_p2p.ledger import Ledger, Observation, apply_round
+
+__all__ = [
+    "AgreedState",
+    "RoundResult",
+    "chain_origin",
+    "compute_round",
+    "eligible_members",
+    "genesis_state",
+    "initial_model",
+    "snapshot_bytes",
+    "state_from_snapshot",
+]
+
+MODEL_VALUE_MAX = 2**62  # the model accumulates int32 aggregates; this bound is never near
+
+
+def chain_origin(genesis: Genesis) -> bytes:
+    """``H[0]``: the hash every chain of this network starts from."""
+    return hashlib.sha256(b"qora-p2p/chain/v1" + genesis.hash).digest()
+
+
+def initial_model(genesis: Genesis) -> npt.NDArray[np.int64]:
+    """The seeded initial model in fixed point (zeros for synthetic updates)."""
+    spec = genesis.model
+    if spec.kind == "synthetic":
+        return np.zeros(spec.dimension, dtype=np.int64)
+    from qora_p2p.learning.models import build_model  # noqa: PLC0415 (numpy models only when used)
+
+    model = build_model(spec.kind, spec.features, spec.classes, spec.hidden or (32,))
+    assert model.layout.dimension == spec.dimension
+    return encode(model.initial(spec.seed), genesis.frac_bits).values.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class AgreedState:
+    """Everything honest members agree on after ``round``."""
+
+    round: int
+    last_hash: bytes
+    model: npt.NDArray[np.int64]
+    aggregate: npt.NDArray[np.int32]
+    ledger: Ledger | None
+
+    def model_digest(self) -> bytes:
+        return _model_digest(self.model, self.aggregate)
+
+    def ledger_digest(self) -> bytes:
+        return hashlib.sha256(b"no ledger").digest() if self.ledger is None else self.ledger.digest()
+
+    def committed(self, round_hash: bytes) -> AgreedState:
+        """This state as committed under ``round_hash`` (`compute_round` cannot know the hash: the
+        hash covers the value, which covers this state's digests)."""
+        return replace(self, last_hash=round_hash)
+
+
+def _model_digest(model: npt.NDArray[np.int64], aggregate_vector: npt.NDArray[np.int32]) -> bytes:
+    digest = hashlib.sha256(b"qora-p2p/model/v1")
+    digest.update(model.astype("<i8", copy=False).tobytes())
+    digest.update(aggregate_vector.astype("<i4", copy=False).tobytes())
+    return digest.digest()
+
+
+def genesis_state(genesis: Genesis) -> AgreedState:
+    """The state before round 1."""
+    dimension = genesis.model.dimension
+    ledger = None if genesis.ledger is None else Ledger.genesis(genesis.size, genesis.ledger)
+    return AgreedState(0, chain_origin(genesis), initial_model(genesis), np.zeros(dimension, dtype=np.int32), ledger)
+
+
+def eligible_members(genesis: Genesis, state: AgreedState, round_number: int) -> tuple[int, ...]:
+    """Members whose updates are valid in ``round_number``."""
+    if state.ledger is None:
+        return tuple(range(genesis.size))
+    return state.ledger.eligible(round_number)
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """The outcome of `compute_round`."""
+
+    state: AgreedState
+    selected: tuple[int, ...]
+    deviation: tuple[int, ...]
+    banned: tuple[int, ...]
+    proven: tuple[int, ...]
+
+    @property
+    def model_digest(self) -> bytes:
+        return self.state.model_digest()
+
+    @property
+    def ledger_digest(self) -> bytes:
+        return self.state.ledger_digest()
+
+
+def compute_round(
+    genesis: Genesis,
+    state: AgreedState,
+    senders: Sequence[int],
+    payloads: Sequence[bytes],
+    culprits: Sequence[int] = (),
+) -> RoundResult:
+    """Advance ``state`` by one round.
+
+    Args:
+        senders: the input set's members, ascending (the canonical order is member order).
+        payloads: their update payloads (little-endian int32, ``4 * P`` bytes each), same order.
+        culprits: members proven to have equivocated by this round's committed evidence.
+
+    Raises:
+        LocalProtocolError: inputs the protocol should never produce (unsorted senders, wrong
+            sizes); every value is validated before it gets here.
+        AggregationError: the rule cannot run on these inputs (genesis validation prevents it).
+    """
+    if list(senders) != sorted(set(senders)) or len(senders) != len(payloads) or not senders:
+        raise LocalProtocolError("compute_round needs distinct ascending senders, one payload each")
+    round_number = state.round + 1
+    dimension = genesis.model.dimension
+    matrix = np.stack([from_bytes(payload, dimension) for payload in payloads])
+    params = genesis.fixed_rule_params()
+    if genesis.centered_on_previous:
+        params["center"] = state.aggregate
+    if genesis.weighted:
+        assert state.ledger is not None and genesis.ledger is not None
+        params["weights"] = state.ledger.weights(senders, genesis.ledger)
+    member_keys = [genesis.members[sender].public_key for sender in senders]
+    result = aggregate(genesis.rule, matrix, senders=member_keys, **params)
+    model = state.model + result.vector
+    if np.abs(model).max(initial=0) > MODEL_VALUE_MAX:
+        raise LocalProtocolError("model left the int64 fixed-point range")
+    ledger = state.ledger
+    banned: tuple[int, ...] = ()
+    proven: tuple[int, ...] = ()
+    if ledger is not None:
+        assert genesis.ledger is not None
+        # Alignment against the previous round's aggregate (see qora_p2p.ledger); none in round 1.
+        opposing = (
+            [False] * len(senders)
+            if round_number == 1
+            else [value < 0 for value in inner_products(matrix, state.aggregate)]
+        )
+        observations = [
+            Observation(sender, int(result.deviation[row]), opposing[row]) for row, sender in enumerate(senders)
+        ]
+        ledger, effects = apply_round(ledger, genesis.ledger, round_number, observations, culprits, ban_capacity=genesis.faulty)
+        banned, proven = effects.banned, effects.proven
+    # last_hash stays the previous hash until the core commits the value (`AgreedState.committed`).
+    new_state = AgreedState(round_number, state.last_hash, model, result.vector, ledger)
+    return RoundResult(
+        new_state,
+        tuple(senders[row] for row in result.selected),
+        tuple(int(value) for value in result.deviation),
+        banned,
+        proven,
+    )
+
+
+def snapshot_bytes(state: AgreedState) -> tuple[bytes, bytes, bytes]:
+    """(model, aggregate, ledger) bytes of a state, for catch-up snapshots."""
+    ledger = b"" if state.ledger is None else state.ledger.encode()
+    return state.model.astype("<i8").tobytes(), to_bytes(state.aggregate), ledger
+
+
+def state_from_snapshot(
+    genesis: Genesis, round_number: int, round_hash: bytes, model: bytes, aggregate_bytes: bytes, ledger: bytes
+) -> AgreedState:
+    """Rebuild a state from snapshot bytes (the caller checks its digests against a certified value).
+
+    Raises:
+        MessageError: bytes of the wrong size or a malformed ledger.
+    """
+    dimension = genesis.model.dimension
+    if len(model) != 8 * dimension:
+        raise MessageError(f"snapshot model has {len(model)} bytes, expected {8 * dimension}")
+    try:
+        vector = from_bytes(aggregate_bytes, dimension)
+    except FixedPointError as error:
+        raise MessageError(f"snapshot aggregate: {error}") from error
+    decoded = None
+    if genesis.ledger is not None:
+        decoded = Ledger.decode(ledger, genesis.size)
+    elif ledger:
+        raise MessageError("snapshot carries a ledger but the genesis has none")
+    values = np.frombuffer(model, dtype="<i8").astype(np.int64)
+    return AgreedState(round_number, round_hash, values, vector, decoded)
