@@ -266,7 +266,8 @@ class Announce(Message):
 
 @dataclass(frozen=True, slots=True)
 class Fetch(Message):
-    """A request for updates by (sender, digest)."""
+    """A request for updates by (sender, digest); an empty digest asks for any update of that
+    sender for the round (when a proposer knows who announced it but not its digest)."""
 
     TAG: ClassVar[int] = 4
     KIND: ClassVar[str] = "fetch"
@@ -579,8 +580,16 @@ def _build(tag: int, body: list[Any], limits: Limits) -> Message:  # noqa: PLR09
         return Announce(*body)
     if tag == Fetch.TAG:
         _expect(body, 2, "fetch")
-        wanted = tuple(_pair(item, f"wanted[{index}]", limits) for index, item in enumerate(_list(body[1], "wanted", limits.members)))
-        return Fetch(body[0], wanted)
+        wanted = []
+        for index, item in enumerate(_list(body[1], "wanted", limits.members)):
+            pair = _list(item, f"wanted[{index}]", 2)
+            if len(pair) != 2:
+                raise MessageError(f"wanted[{index}] must be [member, digest]")
+            digest = _bytes(pair[1], f"wanted[{index}].digest", maximum=DIGEST_BYTES)
+            if len(digest) not in (0, DIGEST_BYTES):
+                raise MessageError(f"wanted[{index}].digest must be empty or {DIGEST_BYTES} bytes")
+            wanted.append((_int(pair[0], f"wanted[{index}].member", 0, limits.members - 1), digest))
+        return Fetch(body[0], tuple(wanted))
     if tag == Proposal.TAG:
         _expect(body, 6, "proposal")
         _int(body[3], "proposer", 0, limits.members - 1)
