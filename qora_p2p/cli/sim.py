@@ -1,0 +1,163 @@
+"""``qora-sim``: run the protocol in the deterministic simulator.
+
+    qora-sim --nodes 10 --byzantine 3 --rounds 20 --seed 7
+    qora-sim --nodes 100 --byzantine 33 --rounds 20 --model-dim 1000 --faults chaos --json run.json
+
+Every member runs the unmodified protocol core over simulated links; Byzantine members follow
+--strategy ("mixed" cycles through all of them). After every commit the checkers verify agreement,
+validity, state equality and that no honest member signs twice; at the end, that every honest member
+committed every round. The same --seed replays the same run, event for event (same trace hash).
+
+Exit codes: 0 all checks passed; 1 a checker failed (the seed to replay is printed); 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from qora_p2p.errors import QoraError
+from qora_p2p.sim import FAULT_PROFILES, STRATEGIES, RoundStats, SimConfig, SimResult, run_simulation
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+UPDATE_OVERHEAD_BYTES = 128  # msgpack framing, round, hashes, sender, signature around a payload
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="qora-sim", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--nodes", type=int, default=10, help="members (default 10)")
+    top.add_argument("--byzantine", type=int, default=3, help="Byzantine members, drawn from the seed (default 3)")
+    top.add_argument("--rounds", type=int, default=10, help="FL rounds to commit (default 10)")
+    top.add_argument("--seed", type=int, default=0, help="everything follows from it (default 0)")
+    top.add_argument("--model-dim", type=int, default=1000, help="update length P of the synthetic updates (default 1000)")
+    top.add_argument("--faults", choices=sorted(FAULT_PROFILES), default="none", help="fault profile (default none)")
+    top.add_argument("--strategy", choices=["mixed", *STRATEGIES], default="mixed", help="Byzantine behaviour (default mixed)")
+    top.add_argument("--rule", default="centered_clipping", help="aggregation rule (default centered_clipping)")
+    top.add_argument("--no-ledger", action="store_true", help="disable the reputation ledger")
+    top.add_argument("--json", type=Path, metavar="OUT", help="write the summary as JSON")
+    top.add_argument("--quiet", action="store_true", help="no per-round progress")
+    return top
+
+
+def summary(result: SimResult) -> dict[str, Any]:
+    config = result.config
+    honest = [member for member in range(config.nodes) if member not in config.byzantine_members]
+    rounds = max(1, min(result.committed[member] for member in honest)) if honest else 1
+    update_bytes = 4 * config.dimension + UPDATE_OVERHEAD_BYTES
+    received = [result.bytes_received[member] / rounds for member in honest]
+    update_received = result.bytes_by_kind.get("Update", 0) / max(len(honest), 1) / rounds
+    other_received = sum(value for kind, value in result.bytes_by_kind.items() if kind != "Update") / max(len(honest), 1) / rounds
+    lower_bound = (config.nodes - 1) * update_bytes
+    return {
+        "config": {
+            "nodes": config.nodes,
+            "byzantine": config.byzantine,
+            "byzantine_members": list(config.byzantine_members),
+            "rounds": config.rounds,
+            "seed": config.seed,
+            "model_dim": config.dimension,
+            "faults": config.faults,
+            "strategy": config.strategy,
+            "rule": config.rule,
+            "ledger": config.ledger,
+        },
+        "ok": result.ok,
+        "violations": result.violations,
+        "agreement": not any(v.startswith("agreement") for v in result.violations),
+        "committed_min": min(result.committed[member] for member in honest) if honest else 0,
+        "committed_max": max(result.committed[member] for member in honest) if honest else 0,
+        "views_per_round": {str(r): sorted(set(stats.views)) for r, stats in sorted(result.rounds.items())},
+        "round_hashes": {str(r): stats.hash for r, stats in sorted(result.rounds.items())},
+        "bans": {str(r): banned for r, banned in sorted(result.bans.items()) if banned},
+        "messages_per_node_per_round": {kind: count / config.nodes / rounds for kind, count in sorted(result.messages.items())},
+        "bytes_received_per_honest_node_per_round": {
+            "mean": sum(received) / max(len(received), 1),
+            "max": max(received, default=0),
+            "updates": update_received,
+            "other": other_received,
+            "lower_bound_updates": lower_bound,
+            "updates_over_lower_bound": update_received / lower_bound if lower_bound else 0.0,
+        },
+        "penalties": result.penalties,
+        "events": dict(result.events),
+        "sim_seconds": result.sim_ms / 1000,
+        "wall_seconds": result.wall_s,
+        "trace_hash": result.trace_hash,
+    }
+
+
+def _progress(round_number: int, stats: RoundStats) -> None:
+    views = sorted(set(stats.views))
+    print(
+        f"round {round_number:4d}  committed by {stats.committed_by} honest  hash {stats.hash}  "
+        f"view {views[0] if len(views) == 1 else views}  at {stats.last_commit_ms / 1000:.2f}s sim",
+        flush=True,
+    )
+
+
+def _replay(config: SimConfig) -> str:
+    return (
+        f"qora-sim --nodes {config.nodes} --byzantine {config.byzantine} --rounds {config.rounds} --seed {config.seed} "
+        f"--model-dim {config.dimension} --faults {config.faults} --strategy {config.strategy} --rule {config.rule}"
+        + (" --no-ledger" if not config.ledger else "")
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        config = SimConfig(
+            nodes=args.nodes,
+            byzantine=args.byzantine,
+            rounds=args.rounds,
+            seed=args.seed,
+            dimension=args.model_dim,
+            faults=args.faults,
+            strategy=args.strategy,
+            rule=args.rule,
+            rule_params=(("tau_scale", 1.0), ("center", "previous")) if args.rule.endswith("centered_clipping") else (),
+            ledger=not args.no_ledger,
+        )
+        if args.rounds < 1 or args.model_dim < 1:
+            raise QoraError("--rounds and --model-dim must be at least 1")
+        print(
+            f"simulating {config.nodes} members ({config.byzantine} Byzantine: {list(config.byzantine_members)}, "
+            f"strategy {config.strategy}), {config.rounds} rounds, P = {config.dimension}, faults {config.faults}, seed {config.seed}",
+            flush=True,
+        )
+        result = run_simulation(config, None if args.quiet else _progress)
+    except QoraError as error:
+        print(f"qora-sim: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    report = summary(result)
+    traffic = report["bytes_received_per_honest_node_per_round"]
+    messages = report["messages_per_node_per_round"]
+    print()
+    print(f"agreement:      {'ok' if report['agreement'] else 'BROKEN'}")
+    print(f"rounds:         honest members committed {report['committed_min']}..{report['committed_max']} of {config.rounds}")
+    print(f"views:          {sum(1 for views in report['views_per_round'].values() if views != [0])} round(s) needed a view change")
+    print(f"bans:           {report['bans'] or 'none'}")
+    print(f"messages/node/round: {', '.join(f'{kind} {count:.1f}' for kind, count in messages.items())}")
+    print(
+        f"bytes received/honest node/round: {traffic['mean'] / 1e3:.1f} kB (updates {traffic['updates'] / 1e3:.1f} kB = "
+        f"{traffic['updates_over_lower_bound']:.2f}x the (n-1) x update lower bound; votes and control {traffic['other'] / 1e3:.1f} kB)"
+    )
+    print(f"time:           {report['sim_seconds']:.1f} s simulated, {report['wall_seconds']:.1f} s wall")
+    print(f"trace hash:     {report['trace_hash']}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if not result.ok:
+        print("\nCHECKER FAILURES:", file=sys.stderr)
+        for violation in result.violations[:20]:
+            print(f"  {violation}", file=sys.stderr)
+        print(f"replay with: {_replay(config)}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,658 @@
+"""Deterministic simulator: N unmodified node cores, simulated links, faults and Byzantine members,
+replayable from a seed.
+
+Theory of operation
+-------------------
+A discrete-event loop with virtual time (milliseconds). Every source of nondeterminism is derived
+from the seed: keys, link delays, drops, duplicates, fault schedules, synthetic updates, Byzantine
+choices. Events are ordered by (time, sequence number), so a run is a pure function of its
+`SimConfig`, and the **trace hash** (SHA-256 over every processed event) proves it: same seed, same
+hash.
+
+Each member is a `NodeCore` (the same class the TCP node drives) plus a simulated driver that
+executes its effects: messages are encoded to bytes, carried over a link (delay, drop, duplicate;
+reordering falls out of random delays), and decoded at the receiver, so codecs and size limits are
+exercised as on the network; `SignedSlot`, `Commit` and `Installed` go to the member's durable
+store, which survives a simulated crash; `Compute` runs `compute_round` (results are shared between
+members through a cache keyed by the inputs, which changes nothing but time); `Train` produces a
+synthetic update (a persistent direction, a per-round drift and member noise, in fixed point).
+
+Byzantine members run an honest core whose effects pass through a strategy (`STRATEGIES`):
+equivocating updates, proposals and votes; invalid proposals; withheld votes; silence; junk bytes;
+replays of old rounds; and the poisoned updates of `qora_p2p.learning.attacks`.
+
+Checkers run on every commit: **agreement** (no two honest members commit different hashes for a
+round), **validity** (at least n - f inputs, all from members eligible in that round), **state
+equality** (honest members' model and ledger digests agree per round) and **no double signing**
+(an honest member never signs two different contents for one slot, even across restarts). At the
+end, **liveness**: every honest member committed every round (faults stop before the end).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from qora_p2p.core import Broadcast, Commit, Compute, Event, Installed, NodeCore, Penalize, Send, SignedSlot, Train
+from qora_p2p.errors import MessageError, QoraError
+from qora_p2p.fixedpoint import encode as encode_fixed
+from qora_p2p.fixedpoint import to_bytes
+from qora_p2p.genesis import Genesis, Member, ModelSpec, Timing
+from qora_p2p.identity import Identity
+from qora_p2p.identity import verify as verify_signature
+from qora_p2p.ledger import LedgerParams
+from qora_p2p.messages import (
+    NIL,
+    Limits,
+    Message,
+    Precommit,
+    Prevote,
+    Proposal,
+    Update,
+    Value,
+    decode,
+)
+from qora_p2p.state import AgreedState, RoundResult, compute_round, eligible_members, genesis_state
+
+__all__ = ["FAULT_PROFILES", "STRATEGIES", "Fault", "Links", "SimConfig", "SimResult", "Simulation", "run_simulation"]
+
+DECODE_CACHE_MAX = 200_000  # decoded messages shared between receivers (bytes -> message)
+VERIFY_CACHE_MAX = 1_000_000  # signature verdicts shared between members
+COMPUTE_CACHE_MAX = 256  # round results shared between members
+TRAIN_MS = (40, 160)  # simulated local training time, uniform
+COMPUTE_MS = 5  # simulated aggregation time
+SIM_TIME_PER_ROUND_MS = 120_000  # a run that has not committed by rounds * this has lost liveness
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    """The network: one-way delay uniform in [low, high] ms, drop and duplicate probabilities."""
+
+    delay_ms: tuple[int, int] = (5, 40)
+    drop: float = 0.0
+    duplicate: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """At ``at_ms``: crash or restart members, partition them from the rest, or heal."""
+
+    at_ms: int
+    kind: str  # "crash" | "restart" | "partition" | "heal" | "calm" (links back to no loss)
+    members: tuple[int, ...] = ()
+
+
+def _profile_none(config: SimConfig, rng: random.Random) -> tuple[Links, list[Fault]]:
+    return Links(), []
+
+
+def _profile_lossy(config: SimConfig, rng: random.Random) -> tuple[Links, list[Fault]]:
+    return Links((5, 120), drop=0.05, duplicate=0.02), [Fault(config.rounds * 1500, "calm")]
+
+
+def _profile_partition(config: SimConfig, rng: random.Random) -> tuple[Links, list[Fault]]:
+    honest = [member for member in range(config.nodes) if member not in config.byzantine_members]
+    minority = tuple(sorted(rng.sample(honest, max(1, (config.nodes - 1) // 3 - len(config.byzantine_members) or 1))))
+    start = 1500
+    return Links(), [Fault(start, "partition", minority), Fault(start + 8000, "heal")]
+
+
+def _profile_crash(config: SimConfig, rng: random.Random) -> tuple[Links, list[Fault]]:
+    honest = [member for member in range(config.nodes) if member not in config.byzantine_members]
+    faults = []
+    for index, member in enumerate(rng.sample(honest, min(len(honest), 2))):
+        down = 800 + 2500 * index + rng.randrange(500)
+        faults += [Fault(down, "crash", (member,)), Fault(down + 2000 + rng.randrange(2000), "restart", (member,))]
+    return Links(), faults
+
+
+def _profile_chaos(config: SimConfig, rng: random.Random) -> tuple[Links, list[Fault]]:
+    links, lossy = _profile_lossy(config, rng)
+    _, partition = _profile_partition(config, rng)
+    _, crashes = _profile_crash(config, rng)
+    return links, sorted(lossy + partition + crashes, key=lambda fault: fault.at_ms)
+
+
+FAULT_PROFILES: dict[str, Callable[[SimConfig, random.Random], tuple[Links, list[Fault]]]] = {
+    "none": _profile_none,
+    "lossy": _profile_lossy,
+    "partition": _profile_partition,
+    "crash": _profile_crash,
+    "chaos": _profile_chaos,
+}
+
+STRATEGIES = (
+    "equivocate_updates",
+    "equivocate_proposals",
+    "conflicting_votes",
+    "invalid_proposals",
+    "withhold_votes",
+    "silent",
+    "junk",
+    "replay",
+    "sign_flip",
+    "scaling",
+)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One simulation: everything it does follows from these values."""
+
+    nodes: int = 7
+    byzantine: int = 0
+    rounds: int = 5
+    seed: int = 0
+    dimension: int = 100
+    faults: str = "none"
+    strategy: str = "mixed"  # one of STRATEGIES, or "mixed" (cycle through them)
+    rule: str = "centered_clipping"
+    rule_params: tuple[tuple[str, Any], ...] = (("tau_scale", 1.0), ("center", "previous"))
+    ledger: bool = True
+    schedule: tuple[Fault, ...] | None = None  # explicit faults instead of the profile's
+    timing: Timing = field(default_factory=lambda: Timing(round_timeout_ms=5_000, collect_timeout_ms=100, propose_timeout_ms=500, prevote_timeout_ms=300, precommit_timeout_ms=300, timeout_delta_ms=200, timeout_cap_ms=5_000))
+
+    @property
+    def byzantine_members(self) -> tuple[int, ...]:
+        """Byzantine members are drawn from the seed."""
+        rng = random.Random(f"{self.seed}/byzantine")
+        return tuple(sorted(rng.sample(range(self.nodes), self.byzantine)))
+
+    def strategy_of(self, member: int) -> str:
+        if self.strategy != "mixed":
+            return self.strategy
+        return STRATEGIES[self.byzantine_members.index(member) % len(STRATEGIES)]
+
+
+@dataclass
+class RoundStats:
+    committed_by: int = 0
+    hash: str = ""
+    views: list[int] = field(default_factory=list)
+    first_commit_ms: int = 0
+    last_commit_ms: int = 0
+
+
+@dataclass
+class SimResult:
+    config: SimConfig
+    committed: dict[int, int]  # member -> rounds committed
+    rounds: dict[int, RoundStats]
+    violations: list[str]
+    trace_hash: str
+    sim_ms: int
+    wall_s: float
+    messages: Counter[str]
+    bytes_received: dict[int, int]  # member -> bytes received
+    bytes_by_kind: Counter[str]  # bytes received by honest members, per message type
+    bans: dict[int, list[int]]  # round -> members banned or proven at its commit (first honest view)
+    penalties: int
+    events: Counter[str]
+    commit_times: dict[int, list[tuple[int, int]]]  # honest member -> (round, sim ms) per commit
+    proven_at: dict[int, dict[int, int]]  # honest member -> culprit -> round its proof committed
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    @property
+    def safe(self) -> bool:
+        """No safety violation (liveness failures aside)."""
+        return not any(not violation.startswith("liveness") for violation in self.violations)
+
+
+class _LazyHalf:
+    """A random half of the members, drawn only if a strategy asks (drawing costs a sample)."""
+
+    def __init__(self, rng: random.Random, members: int) -> None:
+        self.rng, self.members, self.chosen = rng, members, None
+
+    def __contains__(self, member: int) -> bool:
+        if self.chosen is None:
+            self.chosen = set(self.rng.sample(range(self.members), self.members // 2))
+        return member in self.chosen
+
+
+@dataclass(frozen=True, slots=True)
+class _Junk:
+    """Raw bytes a Byzantine member sends (junk or a replay), bypassing the encoder."""
+
+    peer: int
+    data: bytes
+
+
+@dataclass
+class _Durable:
+    """What survives a crash: the last-signed slots, our payloads, records, the committed state."""
+
+    state: AgreedState
+    signed: dict[tuple[str, int, int], bytes] = field(default_factory=dict)
+    payloads: dict[int, bytes] = field(default_factory=dict)
+    records: list[Any] = field(default_factory=list)
+
+
+class _Node:
+    def __init__(self, index: int, identity: Identity, core: NodeCore, durable: _Durable, strategy: str | None) -> None:
+        self.index, self.identity, self.core, self.durable, self.strategy = index, identity, core, durable, strategy
+        self.alive = True
+        self.timer_at: int | None = None
+        self.sent_history: list[bytes] = []  # for the replay strategy: our own old messages
+
+
+class Simulation:
+    """A configured run; `run` executes it and returns a `SimResult`."""
+
+    def __init__(self, config: SimConfig, on_round: Callable[[int, RoundStats], None] | None = None) -> None:
+        if not 1 <= config.nodes <= 1024 or not 0 <= config.byzantine < config.nodes:
+            raise QoraError(f"need 1..1024 nodes and 0..nodes-1 Byzantine, got {config.nodes}, {config.byzantine}")
+        if config.faults not in FAULT_PROFILES:
+            raise QoraError(f"unknown fault profile {config.faults!r}; known: {', '.join(FAULT_PROFILES)}")
+        if config.strategy != "mixed" and config.strategy not in STRATEGIES:
+            raise QoraError(f"unknown strategy {config.strategy!r}; known: mixed, {', '.join(STRATEGIES)}")
+        self.config = config
+        self.on_round = on_round
+        self.rng = random.Random(f"{config.seed}/network")
+        self.identities = [Identity.from_seed(hashlib.sha256(f"qora-sim/{config.seed}/{i}".encode()).digest()) for i in range(config.nodes)]
+        members = tuple(Member(f"sim-{i}", identity.public_key, "127.0.0.1", 10_000 + i) for i, identity in enumerate(self.identities))
+        self.genesis = Genesis(
+            f"sim-{config.seed}",
+            members,
+            ModelSpec("synthetic", config.dimension, config.seed),
+            config.rule,
+            dict(config.rule_params),
+            ledger=LedgerParams() if config.ledger else None,
+            timing=config.timing,
+        )
+        self.limits = Limits(config.nodes, config.dimension)
+        self.byzantine = set(config.byzantine_members)
+        self.links, self.faults = FAULT_PROFILES[config.faults](config, random.Random(f"{config.seed}/faults"))
+        if config.schedule is not None:
+            self.faults = sorted(config.schedule, key=lambda fault: fault.at_ms)
+        self.partition: set[int] = set()
+        self.queue: list[tuple[int, int, str, Any]] = []
+        self.sequence = 0
+        self.now = 0
+        self.trace = hashlib.sha256(f"qora-sim/{config}".encode())
+        self.decode_cache: dict[bytes, Message] = {}
+        self.verify_cache: dict[tuple[bytes, bytes, bytes, bytes], bool] = {}
+        self.compute_cache: dict[bytes, RoundResult] = {}
+        self.encode_cache: dict[int, tuple[Message, bytes]] = {}
+        self.violations: list[str] = []
+        self.commits: dict[int, dict[int, tuple[bytes, bytes, bytes]]] = {}  # round -> member -> (hash, model, ledger)
+        self.signatures: dict[tuple[int, tuple[str, int, int]], bytes] = {}
+        self.round_stats: dict[int, RoundStats] = {}
+        self.messages: Counter[str] = Counter()
+        self.bytes_received: dict[int, int] = dict.fromkeys(range(config.nodes), 0)
+        self.bytes_by_kind: Counter[str] = Counter()  # bytes received by honest members, per type
+        self.bans: dict[int, list[int]] = {}
+        self.penalties = 0
+        self.events: Counter[str] = Counter()
+        self.finished = 0  # honest members that committed every round
+        self.commit_times: dict[int, list[tuple[int, int]]] = {}
+        self.proven_at: dict[int, dict[int, int]] = {}
+        state = genesis_state(self.genesis)
+        self.nodes = []
+        for index, identity in enumerate(self.identities):
+            durable = _Durable(state)
+            strategy = config.strategy_of(index) if index in self.byzantine else None
+            self.nodes.append(_Node(index, identity, self._core(identity, durable, 0), durable, strategy))
+
+    # ------------------------------------------------------------------------ plumbing
+
+    def _verify(self, key: bytes, domain_bytes: bytes, body: bytes, signature: bytes) -> None:
+        cache_key = (key, domain_bytes, body, signature)
+        verdict = self.verify_cache.get(cache_key)
+        if verdict is None:
+            try:
+                verify_signature(key, domain_bytes, body, signature)
+                verdict = True
+            except QoraError:
+                verdict = False
+            if len(self.verify_cache) >= VERIFY_CACHE_MAX:
+                self.verify_cache.clear()
+            self.verify_cache[cache_key] = verdict
+        if not verdict:
+            verify_signature(key, domain_bytes, body, signature)  # raises the real SignatureError
+
+    def _core(self, identity: Identity, durable: _Durable, now: int) -> NodeCore:
+        round_number = durable.state.round + 1
+        signed = {slot: content for slot, content in durable.signed.items() if slot[1] == round_number}
+        return NodeCore(
+            self.genesis,
+            identity,
+            state=durable.state,
+            now_ms=now,
+            signed=signed,
+            own_payload=durable.payloads.get(round_number),
+            records=durable.records[-256:],
+            verifier=self._verify,
+        )
+
+    def _push(self, at: int, kind: str, payload: Any) -> None:
+        self.sequence += 1
+        heapq.heappush(self.queue, (at, self.sequence, kind, payload))
+
+    def _encode(self, message: Message) -> bytes:
+        cached = self.encode_cache.get(id(message))
+        if cached is not None and cached[0] is message:
+            return cached[1]
+        data = message.encode()
+        if len(self.encode_cache) > DECODE_CACHE_MAX:
+            self.encode_cache.clear()
+        self.encode_cache[id(message)] = (message, data)
+        return data
+
+    def _transmit(self, sender: int, receiver: int, data: bytes) -> None:
+        if receiver == sender or (sender in self.partition) != (receiver in self.partition):
+            return
+        if self.links.drop and self.rng.random() < self.links.drop:
+            return
+        copies = 2 if self.links.duplicate and self.rng.random() < self.links.duplicate else 1
+        low, high = self.links.delay_ms
+        for _ in range(copies):
+            self._push(self.now + low + int(self.rng.random() * (high - low + 1)), "deliver", (sender, receiver, data))
+
+    # ------------------------------------------------------------------------ effects
+
+    def _run_effects(self, node: _Node) -> None:
+        for effect in node.core.drain():
+            for transformed in self._byzantine(node, effect):
+                self._effect(node, transformed)
+        deadline = node.core.next_deadline()
+        if node.timer_at != deadline:
+            node.timer_at = deadline
+            self._push(deadline, "timer", (node.index, deadline))
+
+    def _effect(self, node: _Node, effect: Any) -> None:  # noqa: PLR0912
+        index = node.index
+        if isinstance(effect, _Junk):
+            self.messages["junk"] += 1
+            self._transmit(index, effect.peer, effect.data)
+        elif isinstance(effect, Send | Broadcast):
+            data = self._encode(effect.message)
+            kind = type(effect.message).__name__
+            if isinstance(effect, Send):
+                self.messages[kind] += 1
+                self._transmit(index, effect.peer, data)
+            else:
+                self.messages[kind] += self.config.nodes - 1
+                for peer in range(self.config.nodes):
+                    self._transmit(index, peer, data)
+            if node.strategy == "replay" and len(node.sent_history) < 64:
+                node.sent_history.append(data)
+        elif isinstance(effect, SignedSlot):
+            node.durable.signed[effect.slot] = effect.content
+            if effect.payload is not None:
+                node.durable.payloads[effect.slot[1]] = effect.payload
+            if index not in self.byzantine:
+                earlier = self.signatures.setdefault((index, effect.slot), effect.content)
+                if earlier != effect.content:
+                    self.violations.append(f"double signing: member {index} signed two contents for {effect.slot}")
+        elif isinstance(effect, Train):
+            low, high = TRAIN_MS
+            self._push(self.now + self.rng.randint(low, high), "trained", (index, effect.round))
+        elif isinstance(effect, Compute):
+            self._push(self.now + COMPUTE_MS, "computed", (index, effect.request, self._compute(effect)))
+        elif isinstance(effect, Commit):
+            self._committed(node, effect.record, effect.state, effect.result.banned + effect.result.proven)
+        elif isinstance(effect, Installed):
+            node.durable.records.extend(effect.records)
+            if index not in self.byzantine and effect.state.round >= self.config.rounds > node.durable.state.round:
+                self.finished += 1
+            node.durable.state = effect.state
+            for record in effect.records:
+                self._check_agreement(index, record.value.round, record.value.id(self.genesis.hash), None)
+        elif isinstance(effect, Event):
+            self.events[effect.kind] += 1
+            self.trace.update(f"e/{self.now}/{index}/{effect.kind}".encode())
+        elif isinstance(effect, Penalize):
+            self.penalties += 1
+
+    def _compute(self, effect: Compute) -> RoundResult:
+        key = hashlib.sha256()
+        key.update(effect.state.last_hash + effect.state.model_digest() + effect.state.ledger_digest())
+        for sender, payload in zip(effect.senders, effect.payloads, strict=True):
+            key.update(sender.to_bytes(2, "big") + hashlib.sha256(payload).digest())
+        key.update(bytes(effect.culprits))
+        digest = key.digest()
+        result = self.compute_cache.get(digest)
+        if result is None:
+            result = compute_round(self.genesis, effect.state, effect.senders, effect.payloads, effect.culprits)
+            if len(self.compute_cache) >= COMPUTE_CACHE_MAX:
+                self.compute_cache.clear()
+            self.compute_cache[digest] = result
+        return result
+
+    # ------------------------------------------------------------------------ synthetic workload
+
+    def _honest_vector(self, member: int, round_number: int) -> np.ndarray:
+        """A persistent descent direction, a per-round drift and per-member noise: like successive
+        gradient steps, consecutive honest updates point the same way (the ledger relies on it)."""
+        dimension = self.config.dimension
+        base = np.random.default_rng([self.config.seed, 10**6]).normal(0.0, 0.01, dimension)
+        drift = np.random.default_rng([self.config.seed, round_number, 10**6]).normal(0.0, 0.003, dimension)
+        noise = np.random.default_rng([self.config.seed, round_number, member]).normal(0.0, 0.005, dimension)
+        return base + drift + noise
+
+    def _payload(self, member: int, round_number: int, strategy: str | None) -> bytes:
+        vector = self._honest_vector(member, round_number)
+        if strategy == "sign_flip":
+            vector = -vector
+        elif strategy == "scaling":
+            vector = 10.0 * vector
+        return to_bytes(encode_fixed(vector, self.genesis.frac_bits).values)
+
+    # ------------------------------------------------------------------------ Byzantine behaviour
+
+    def _sign_conflicting_update(self, node: _Node, update: Update) -> Update:
+        flipped = bytes(byte ^ 0x01 for byte in update.payload[:4]) + update.payload[4:]
+        return Update.create(node.identity, self.genesis.hash, update.round, update.prev_hash, update.sender, flipped)
+
+    def _byzantine(self, node: _Node, effect: Any) -> list[Any]:  # noqa: PLR0911, PLR0912
+        strategy = node.strategy
+        if strategy is None:
+            return [effect]
+        half = _LazyHalf(self.rng, self.config.nodes)
+        if strategy == "silent" and isinstance(effect, Send | Broadcast):
+            return []
+        if strategy == "withhold_votes" and isinstance(effect, Broadcast) and isinstance(effect.message, Prevote | Precommit):
+            return []
+        if not isinstance(effect, Broadcast):
+            return [effect]
+        message = effect.message
+        others = [peer for peer in range(self.config.nodes) if peer != node.index]
+        if strategy == "equivocate_updates" and isinstance(message, Update):
+            second = self._sign_conflicting_update(node, message)
+            return [Send(peer, message if peer in half else second) for peer in others]
+        if strategy == "conflicting_votes" and isinstance(message, Prevote | Precommit) and message.value_id != NIL:
+            kind = type(message)
+            nil = kind.create(node.identity, self.genesis.hash, message.round, message.view, NIL, message.voter)
+            return [Send(peer, message if peer in half else nil) for peer in others]
+        if strategy in ("equivocate_proposals", "invalid_proposals") and isinstance(message, Proposal):
+            value = message.value
+            bogus = Value(value.round, value.prev_hash, value.inputs, value.evidence, hashlib.sha256(value.model_digest).digest(), value.ledger_digest)
+            forged = Proposal.create(node.identity, self.genesis.hash, message.view, message.valid_view, message.proposer, bogus)
+            if strategy == "invalid_proposals":
+                return [Broadcast(forged)]
+            return [Send(peer, message if peer in half else forged) for peer in others]
+        if strategy == "junk":
+            junk = self.rng.randbytes(self.rng.randint(1, 64))
+            return [effect, *(_Junk(peer, junk) for peer in others)]
+        if strategy == "replay" and node.sent_history:
+            return [effect, *(_Junk(peer, self.rng.choice(node.sent_history)) for peer in others[:3])]
+        return [effect]
+
+    # ------------------------------------------------------------------------ checkers
+
+    def _check_agreement(self, member: int, round_number: int, round_hash: bytes, digests: tuple[bytes, bytes] | None) -> None:
+        if member in self.byzantine:
+            return
+        seen = self.commits.setdefault(round_number, {})
+        for other, (other_hash, model, ledger) in seen.items():
+            if other_hash != round_hash:
+                self.violations.append(f"agreement: round {round_number}: member {member} committed {round_hash.hex()[:16]}, member {other} {other_hash.hex()[:16]}")
+                break
+            if digests is not None and model and (model, ledger) != digests:
+                self.violations.append(f"state equality: round {round_number}: members {member} and {other} differ")
+                break
+        seen[member] = (round_hash, *(digests or (b"", b"")))
+
+    def _committed(self, node: _Node, record: Any, state: AgreedState, banned: tuple[int, ...]) -> None:
+        index = node.index
+        value = record.value
+        previous = node.durable.state
+        node.durable.records.append(record)
+        node.durable.state = state
+        node.durable.signed = {slot: content for slot, content in node.durable.signed.items() if slot[1] > state.round}
+        if index in self.byzantine:
+            return
+        eligible = set(eligible_members(self.genesis, previous, value.round))
+        if len(value.inputs) < self.genesis.inputs_min:
+            self.violations.append(f"validity: round {value.round} committed with {len(value.inputs)} inputs")
+        if any(sender not in eligible for sender, _ in value.inputs):
+            self.violations.append(f"validity: round {value.round} includes a banned member")
+        round_hash = value.id(self.genesis.hash)
+        self._check_agreement(index, value.round, round_hash, (state.model_digest(), state.ledger_digest()))
+        self.commit_times.setdefault(index, []).append((value.round, self.now))
+        if state.ledger is not None:
+            proven = self.proven_at.setdefault(index, {})
+            for member, standing in enumerate(state.ledger.standings):
+                if standing.proven and member not in proven:
+                    proven[member] = value.round
+        stats = self.round_stats.setdefault(value.round, RoundStats())
+        if stats.committed_by == 0:
+            stats.hash, stats.first_commit_ms = round_hash.hex()[:16], self.now
+            self.bans[value.round] = list(banned)
+        stats.committed_by += 1
+        if value.round == self.config.rounds:
+            self.finished += 1
+        stats.views.append(record.view)
+        stats.last_commit_ms = self.now
+        honest_alive = sum(1 for other in self.nodes if other.index not in self.byzantine)
+        if stats.committed_by == honest_alive and self.on_round is not None:
+            self.on_round(value.round, stats)
+
+    # ------------------------------------------------------------------------ the loop
+
+    def _handle(self, kind: str, payload: Any) -> None:  # noqa: PLR0912
+        if kind == "fault":
+            self._fault(payload)
+            return
+        index = payload[1] if kind == "deliver" else payload[0]
+        node = self.nodes[index]
+        if not node.alive:
+            return
+        if kind == "timer":
+            if payload[1] != node.timer_at:
+                return
+            node.timer_at = None
+            node.core.handle_timer(self.now)
+            if node.core.next_deadline() <= self.now:
+                self.violations.append(f"core bug: member {index} has a deadline in the past after handle_timer at {self.now} ms")
+        elif kind == "deliver":
+            sender, _, data = payload
+            self.bytes_received[index] += len(data)
+            message = self.decode_cache.get(data)
+            if message is None:
+                try:
+                    message = decode(data, self.limits)
+                except MessageError:
+                    self.penalties += 1
+                    return
+                if len(self.decode_cache) >= DECODE_CACHE_MAX:
+                    self.decode_cache.clear()
+                self.decode_cache[data] = message
+            if index not in self.byzantine:
+                self.bytes_by_kind[type(message).__name__] += len(data)
+            node.core.receive(sender, message, self.now)
+        elif kind == "trained":
+            _, round_number = payload
+            node.core.submit_update(round_number, self._payload(index, round_number, node.strategy), self.now)
+        elif kind == "computed":
+            _, request, result = payload
+            node.core.computed(request, result, self.now)
+        self._run_effects(node)
+
+    def _fault(self, fault: Fault) -> None:
+        self.trace.update(f"f/{self.now}/{fault.kind}/{fault.members}".encode())
+        if fault.kind == "crash":
+            for member in fault.members:
+                self.nodes[member].alive = False
+                self.nodes[member].timer_at = None
+        elif fault.kind == "restart":
+            for member in fault.members:
+                node = self.nodes[member]
+                node.core = self._core(node.identity, node.durable, self.now)
+                node.alive = True
+                self._run_effects(node)
+                for peer in range(self.config.nodes):
+                    self._transmit(member, peer, self._encode(node.core.hello()))
+        elif fault.kind == "partition":
+            self.partition = set(fault.members)
+        elif fault.kind == "heal":
+            self.partition = set()
+            for node in self.nodes:
+                if node.alive:
+                    for peer in range(self.config.nodes):
+                        self._transmit(node.index, peer, self._encode(node.core.hello()))
+        elif fault.kind == "calm":
+            self.links = replace(self.links, drop=0.0, duplicate=0.0)
+
+    def _done(self) -> bool:
+        return self.finished >= self.config.nodes - len(self.byzantine)
+
+    def run(self) -> SimResult:
+        import time  # noqa: PLC0415 (wall time is reported, never used by the simulation)
+
+        started = time.perf_counter()
+        for fault in self.faults:
+            self._push(fault.at_ms, "fault", fault)
+        for node in self.nodes:
+            self._run_effects(node)
+        limit = (self.config.rounds + 2) * SIM_TIME_PER_ROUND_MS
+        while self.queue and not self._done() and not self.violations:
+            at, _, kind, payload = heapq.heappop(self.queue)
+            if at > limit:
+                break
+            self.now = at
+            if kind == "deliver":
+                # CRC-32 identifies the bytes well enough for a trace and costs far less than SHA-256.
+                self.trace.update(f"d/{at}/{payload[0]}/{payload[1]}/{zlib.crc32(payload[2])}".encode())
+            else:
+                self.trace.update(f"{kind[0]}/{at}/{payload[0] if kind != 'fault' else ''}".encode())
+            self._handle(kind, payload)
+        committed = {node.index: node.durable.state.round for node in self.nodes}
+        if not self.violations:
+            for node in self.nodes:
+                if node.index not in self.byzantine and node.durable.state.round < self.config.rounds:
+                    self.violations.append(f"liveness: member {node.index} committed {node.durable.state.round} of {self.config.rounds} rounds")
+        return SimResult(
+            self.config,
+            committed,
+            self.round_stats,
+            self.violations,
+            self.trace.hexdigest(),
+            self.now,
+            time.perf_counter() - started,
+            self.messages,
+            self.bytes_received,
+            self.bytes_by_kind,
+            self.bans,
+            self.penalties,
+            self.events,
+            self.commit_times,
+            self.proven_at,
+        )
+
+
+def run_simulation(config: SimConfig, on_round: Callable[[int, RoundStats], None] | None = None) -> SimResult:
+    """Build and run one simulation."""
+    return Simulation(config, on_round).run()
