@@ -233,6 +233,17 @@ class Tendermint:
 
     # ---- the algorithm -----------------------------------------------------------------------
 
+    def prune(self, below: int) -> None:
+        """Forget views under ``below`` (bounded memory in long stalls), except those of the lock
+        and the valid value, which later rules still consult."""
+        keep = {self.locked_view, self.valid_view}
+        for table in (self.proposals, self.prevotes, self.precommits, self._senders_above, self.certified):
+            for view in [view for view in table if view < below and view not in keep]:
+                del table[view]
+        self._voters = {key: count for key, count in self._voters.items() if key[1] >= below or key[1] in keep}
+        self._tally = {key: count for key, count in self._tally.items() if key[1] >= below or key[1] in keep}
+        self._fired = {key for key in self._fired if key[1] >= below}
+
     def _start_view(self, view: int) -> None:
         assert view > self.view
         self.view = view

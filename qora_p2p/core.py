@@ -92,14 +92,16 @@ __all__ = [
 
 PROTOCOL_VERSION = 1
 VIEWS_AHEAD_MAX = 64  # votes for views further ahead are not stored (f + 1 of them still move us)
+VIEWS_KEPT = 64  # views behind the current one whose messages are kept (plus lock and valid value)
 UPDATES_PER_SENDER_MAX = 2  # two valid updates from one sender are proof; a third adds nothing
 EVIDENCE_POOL_MAX = 64  # pending evidence items kept for future proposals
+EVIDENCE_BROADCASTS_PER_ROUND = 2  # proofs we detected ourselves and announce; none are relayed
 RECORDS_WINDOW = 256  # committed records kept in memory to serve catch-up
 MESSAGES_PER_PEER_PER_ROUND_MAX = 4096  # gossip repeats a few messages per interval; far below this
 FUTURE_MESSAGES_MAX = 4 * 1024  # messages buffered for the next round, all peers together
 FETCH_RETRY_MS = 500  # ask another holder if a fetched update has not arrived by then
 SYNC_RETRY_MS = 1_000  # one catch-up request in flight; a new one after this long
-GOSSIP_INTERVAL_MS = 1_000  # re-announce holdings and re-send our votes: liveness over lossy links
+GOSSIP_INTERVAL_MS = 1_000  # a round stuck this long re-announces holdings and re-sends our votes
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +214,10 @@ class _Round:
     view0_propose_waiting: bool = False
     received: dict[int, int] = field(default_factory=dict)  # peer -> messages this round
     helped: set[tuple[int, int]] = field(default_factory=set)  # (peer, view) we sent our view to
+    pruned_below: int = 0
+    evidence_sent: int = 0
+    last_progress: tuple[int, Any, int] | None = None  # (view, step, updates) at the last gossip tick
+    records_sent: set[tuple[int, int]] = field(default_factory=set)  # (peer, round) already helped
     my_messages: dict[tuple[str, int], Message] = field(default_factory=dict)  # for gossip
 
 
@@ -344,7 +350,10 @@ class NodeCore:
                     self._fetch(wanted, now_ms)
         if now_ms >= self.gossip_deadline:
             self.gossip_deadline = now_ms + GOSSIP_INTERVAL_MS
-            self._gossip()
+            progress = (current.consensus.view, current.consensus.step, len(current.updates))
+            if progress == current.last_progress:
+                self._gossip()  # nothing moved for a whole interval: something may have been lost
+            current.last_progress = progress
         self._progress(now_ms)
 
     def receive(self, peer: int, message: Message, now_ms: int) -> None:
@@ -469,7 +478,7 @@ class NodeCore:
             self._install(peer, message, now_ms)
             return
         if isinstance(message, EvidenceMessage):
-            self._accept_evidence(message.evidence, now_ms)
+            self._accept_evidence(message.evidence, now_ms, detected=False)
             return
         if isinstance(message, Record):
             if message.value.round == current.number:
@@ -528,7 +537,6 @@ class NodeCore:
         current.fetching.pop((update.sender, NIL), None)
         if current.ready_ms is None and len(current.updates) >= self.genesis.inputs_min:
             current.ready_ms = now_ms
-            self.effects.append(Broadcast(self._announcement()))
             if current.view0_propose_waiting:
                 self._arm_view0(now_ms)
         for value_id, validation in current.validations.items():
@@ -605,14 +613,21 @@ class NodeCore:
     def _proven(self, member: int) -> bool:
         return self.state.ledger is not None and self.state.ledger.standings[member].proven
 
-    def _accept_evidence(self, evidence: Evidence, now_ms: int) -> None:
+    def _accept_evidence(self, evidence: Evidence, now_ms: int, detected: bool = True) -> None:
+        """Keep a proof of equivocation for our proposals. Proofs we detected ourselves are also
+        announced (a few per round): members that propose before they detect it themselves learn it
+        that way. Received proofs are not relayed: many members detect the same equivocation, and
+        flooding every proof to every member would cost O(culprits * n**2) messages."""
         if evidence.culprit in self.evidence_pool or self._proven(evidence.culprit):
             return
         self._check_evidence(evidence)
         if len(self.evidence_pool) >= EVIDENCE_POOL_MAX:
             return
         self.evidence_pool[evidence.culprit] = evidence
-        self.effects.append(Broadcast(EvidenceMessage(evidence)))
+        current = self.round
+        if detected and current.evidence_sent < EVIDENCE_BROADCASTS_PER_ROUND:
+            current.evidence_sent += 1
+            self.effects.append(Broadcast(EvidenceMessage(evidence)))
         self._event("equivocation", culprit=evidence.culprit, kind=evidence.first.kind)
 
     # ---------------------------------------------------------------------------- agreement
@@ -658,8 +673,29 @@ class NodeCore:
             self._accept_evidence(Evidence(vote.voter, earlier.header(), vote.header()), now_ms)
         self._consensus(current.consensus.on_vote(kind, vote.view, vote.voter, vote.value_id), now_ms)
 
+    def _prune_views(self) -> None:
+        current = self.round
+        consensus = current.consensus
+        below = consensus.view - VIEWS_KEPT
+        if below <= current.pruned_below:
+            return
+        current.pruned_below = below
+        consensus.prune(below)
+        keep = {consensus.locked_view, consensus.valid_view}
+        current.proposals = {view: p for view, p in current.proposals.items() if view >= below or view in keep}
+        for table in (current.votes, current.second_votes):
+            for key in [key for key in table if key[1] < below and key[1] not in keep]:
+                del table[key]
+        current.my_messages = {key: m for key, m in current.my_messages.items() if key[1] >= below}
+        current.timeouts = {key: deadline for key, deadline in current.timeouts.items() if key[1] >= below}
+        referenced = {p.value.id(self.genesis_hash) for p in current.proposals.values()} | set(consensus.certified.values())
+        current.values = {value_id: value for value_id, value in current.values.items() if value_id in referenced}
+        current.validations = {value_id: v for value_id, v in current.validations.items() if value_id in referenced}
+        current.results = {value_id: r for value_id, r in current.results.items() if value_id in referenced}
+
     def _consensus(self, actions: Iterable[Any], now_ms: int) -> None:  # noqa: PLR0912
         current = self.round
+        self._prune_views()
         for action in actions:
             if current is not self.round:
                 return  # a decision already moved us on
@@ -882,9 +918,13 @@ class NodeCore:
                 self.effects.append(Broadcast(message))
 
     def _help_behind(self, peer: int, round_number: int) -> None:
-        """A peer is still in an earlier round: send it the record that ends that round."""
+        """A peer is still in an earlier round: send it the record that ends that round (once)."""
+        sent = self.round.records_sent
+        if (peer, round_number) in sent or len(sent) >= MESSAGES_PER_PEER_PER_ROUND_MAX:
+            return
         for record in self.records:
             if record.value.round == round_number:
+                sent.add((peer, round_number))
                 self.effects.append(Send(peer, record))
                 return
 

@@ -421,7 +421,7 @@ class Simulation:
         key.update(effect.state.last_hash + effect.state.model_digest() + effect.state.ledger_digest())
         for sender, payload in zip(effect.senders, effect.payloads, strict=True):
             key.update(sender.to_bytes(2, "big") + hashlib.sha256(payload).digest())
-        key.update(bytes(effect.culprits))
+        key.update(b"".join(culprit.to_bytes(2, "big") for culprit in effect.culprits))
         digest = key.digest()
         result = self.compute_cache.get(digest)
         if result is None:

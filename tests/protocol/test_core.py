@@ -1,0 +1,102 @@
+"""The node core in isolation: bounded memory across view changes, the last-signed guard across
+restarts, and typed handling of bad input."""
+
+import hashlib
+
+import pytest
+
+from qora_p2p import core as core_module
+from qora_p2p.core import Broadcast, NodeCore, Penalize, SignedSlot, Train
+from qora_p2p.errors import LocalProtocolError
+from qora_p2p.genesis import Genesis, Member, ModelSpec
+from qora_p2p.identity import Identity
+from qora_p2p.messages import NIL, Precommit, Prevote, Update
+from qora_p2p.state import genesis_state
+
+IDENTITIES = [Identity.from_seed(hashlib.sha256(f"core-test-{i}".encode()).digest()) for i in range(4)]
+GENESIS = Genesis(
+    "core-test",
+    tuple(Member(f"m{i}", identity.public_key, "127.0.0.1", 7000 + i) for i, identity in enumerate(IDENTITIES)),
+    ModelSpec("synthetic", 4),
+    "median",
+    {},
+)
+
+
+def fresh(me=1, **kwargs):
+    return NodeCore(GENESIS, IDENTITIES[me], state=genesis_state(GENESIS), now_ms=0, **kwargs)
+
+
+def test_a_new_round_asks_for_training_and_the_update_is_signed_before_it_leaves():
+    """Round 1 begins with Train; a submitted update produces SignedSlot strictly before Broadcast."""
+    node = fresh()
+    assert any(isinstance(effect, Train) and effect.round == 1 for effect in node.drain())
+    node.submit_update(1, bytes(16), 10)
+    effects = node.drain()
+    kinds = [type(effect) for effect in effects]
+    assert kinds.index(SignedSlot) < kinds.index(Broadcast)
+    assert isinstance(effects[kinds.index(Broadcast)].message, Update)
+
+
+def test_a_restarted_core_resends_the_same_update_and_never_signs_another():
+    """Given back its signed slot and payload, a restarted core re-broadcasts the very same update
+    and does not ask to train again; a different payload for that round is refused."""
+    node = fresh()
+    node.submit_update(1, b"\x01" * 16, 5)
+    slot = next(effect for effect in node.drain() if isinstance(effect, SignedSlot))
+    restarted = fresh(signed={slot.slot: slot.content}, own_payload=slot.payload)
+    effects = restarted.drain()
+    assert not any(isinstance(effect, Train) for effect in effects)
+    resent = [effect.message for effect in effects if isinstance(effect, Broadcast) and isinstance(effect.message, Update)]
+    assert len(resent) == 1 and resent[0].digest == slot.content
+    restarted.submit_update(1, b"\x02" * 16, 6)
+    assert not any(isinstance(effect, SignedSlot) for effect in restarted.drain())
+
+
+def test_views_churning_for_long_keep_memory_bounded():
+    """Three members voting nil view after view drive the core through 200 views; what it keeps
+    per view stays within the window."""
+    node = fresh(me=1)
+    now = 0
+    for view in range(200):
+        for voter in (0, 2, 3):
+            for kind in (Prevote, Precommit):
+                vote = kind.create(IDENTITIES[voter], GENESIS.hash, 1, view, NIL, voter)
+                node.receive(voter, vote, now)
+        now = node.next_deadline()
+        node.handle_timer(now)
+        node.drain()
+    current = node.round
+    assert current.consensus.view >= 150
+    assert len({key[1] for key in current.votes}) <= core_module.VIEWS_KEPT + 3
+    assert len(current.consensus.prevotes) <= core_module.VIEWS_KEPT + 3
+    assert len(current.consensus._tally) <= 4 * (core_module.VIEWS_KEPT + 3)
+
+
+def test_bad_messages_are_penalised_not_raised():
+    """A vote with a forged signature from a member is penalised; the core carries on."""
+    node = fresh()
+    vote = Prevote.create(IDENTITIES[2], GENESIS.hash, 1, 0, NIL, 0)  # member 2's key, claims voter 0
+    node.receive(0, vote, 1)
+    assert any(isinstance(effect, Penalize) and effect.peer == 0 for effect in node.drain())
+
+
+def test_flooding_peers_are_cut_off_after_the_per_round_budget(monkeypatch):
+    """Past MESSAGES_PER_PEER_PER_ROUND_MAX a peer's messages are dropped, penalised once."""
+    monkeypatch.setattr(core_module, "MESSAGES_PER_PEER_PER_ROUND_MAX", 5)
+    node = fresh()
+    vote = Prevote.create(IDENTITIES[0], GENESIS.hash, 1, 0, NIL, 0)
+    for _ in range(20):
+        node.receive(0, vote, 1)
+    penalties = [effect for effect in node.drain() if isinstance(effect, Penalize)]
+    assert len(penalties) == 1 and "more than 5" in penalties[0].reason
+
+
+def test_messages_from_ourselves_or_strangers_are_driver_bugs():
+    """The driver must only pass messages from other members."""
+    node = fresh(me=1)
+    vote = Prevote.create(IDENTITIES[1], GENESIS.hash, 1, 0, NIL, 1)
+    with pytest.raises(LocalProtocolError):
+        node.receive(1, vote, 0)
+    with pytest.raises(LocalProtocolError):
+        node.receive(9, vote, 0)
