@@ -49,7 +49,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from qora_p2p.consensus import Decide, NeedValidity, NeedValue, Propose, Schedule, Step, Tendermint, Timeout, Vote
+from qora_p2p.consensus import (
+    Decide,
+    NeedValidity,
+    NeedValue,
+    Propose,
+    Schedule,
+    Step,
+    Tendermint,
+    Timeout,
+    Vote,
+)
 from qora_p2p.errors import LocalProtocolError, MessageError, SignatureError
 from qora_p2p.genesis import Genesis
 from qora_p2p.identity import Identity, verify
@@ -75,7 +85,13 @@ from qora_p2p.messages import (
     conflicting,
     domain,
 )
-from qora_p2p.state import AgreedState, RoundResult, eligible_members, snapshot_bytes, state_from_snapshot
+from qora_p2p.state import (
+    AgreedState,
+    RoundResult,
+    eligible_members,
+    snapshot_bytes,
+    state_from_snapshot,
+)
 
 __all__ = [
     "Broadcast",
@@ -373,6 +389,14 @@ class NodeCore:
         except (MessageError, SignatureError) as error:
             self.effects.append(Penalize(peer, f"{type(message).__name__}: {error}"))
         self._progress(now_ms)
+
+    def payloads_held(self, round_number: int) -> list[bytes]:
+        """Other members' update payloads held for ``round_number`` (one per sender, in member
+        order): what a Byzantine test member's forging attack gets to see."""
+        if round_number != self.round.number:
+            return []
+        held = self.round.updates
+        return [next(iter(held[sender].values())).payload for sender in sorted(held) if sender != self.me and held[sender]]
 
     def hello(self) -> Hello:
         """What to send a peer first, so it knows where we are."""
@@ -954,7 +978,9 @@ class NodeCore:
         last = records[-1]
         if last.value.round < self.round.number:
             return
-        round_hash = last.verify(self.genesis_hash, self.keys, self.genesis.quorum)
+        if response.state is None and last.value.id(self.genesis_hash) in self.round.consensus.certified.values():
+            return  # a certificate for this value is already in hand: checking another adds nothing
+        round_hash = last.verify(self.genesis_hash, self.keys, self.genesis.quorum, self.verifier)
         if response.state is None or response.state.round != last.value.round:
             if last.value.round == self.round.number:
                 self._adopt_certified(last, round_hash, now_ms)

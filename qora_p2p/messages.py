@@ -21,7 +21,7 @@ certificates are over that hash, so certifying it certifies everything the value
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -435,8 +435,15 @@ class Record(Message):
         for voter, signature in self.certificate:
             _bytes(signature, f"certificate[{voter}]", SIGNATURE_BYTES)
 
-    def verify(self, genesis_hash: bytes, keys: Sequence[bytes], quorum: int) -> bytes:
-        """Check the certificate; return the round hash.
+    def verify(
+        self,
+        genesis_hash: bytes,
+        keys: Sequence[bytes],
+        quorum: int,
+        verifier: Callable[[bytes, bytes, bytes, bytes], None] = verify,
+    ) -> bytes:
+        """Check the certificate with ``verifier`` (`qora_p2p.identity.verify` unless a caching
+        one is given); return the round hash.
 
         Raises:
             MessageError: too few signers, or a signer outside the member list.
@@ -449,7 +456,7 @@ class Record(Message):
             if voter >= len(keys):
                 raise MessageError(f"certificate names member {voter}, outside the genesis")
             body = Precommit.body(self.value.round, self.view, value_id, voter)
-            verify(keys[voter], domain(genesis_hash, Precommit.KIND), body, signature)
+            verifier(keys[voter], domain(genesis_hash, Precommit.KIND), body, signature)
         return value_id
 
     def fields(self) -> list[Any]:
