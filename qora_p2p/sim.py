@@ -41,7 +41,19 @@ from typing import Any
 
 import numpy as np
 
-from qora_p2p.core import Broadcast, Commit, Compute, Event, Installed, NodeCore, Penalize, Send, SignedSlot, Train
+from qora_p2p.behaviour import PROTOCOL_BEHAVIOURS, Misbehaviour, Raw
+from qora_p2p.core import (
+    Broadcast,
+    Commit,
+    Compute,
+    Event,
+    Installed,
+    NodeCore,
+    Penalize,
+    Send,
+    SignedSlot,
+    Train,
+)
 from qora_p2p.errors import MessageError, QoraError
 from qora_p2p.fixedpoint import encode as encode_fixed
 from qora_p2p.fixedpoint import to_bytes
@@ -50,17 +62,17 @@ from qora_p2p.identity import Identity
 from qora_p2p.identity import verify as verify_signature
 from qora_p2p.ledger import LedgerParams
 from qora_p2p.messages import (
-    NIL,
     Limits,
     Message,
-    Precommit,
-    Prevote,
-    Proposal,
-    Update,
-    Value,
     decode,
 )
-from qora_p2p.state import AgreedState, RoundResult, compute_round, eligible_members, genesis_state
+from qora_p2p.state import (
+    AgreedState,
+    RoundResult,
+    compute_round,
+    eligible_members,
+    genesis_state,
+)
 
 __all__ = ["FAULT_PROFILES", "STRATEGIES", "Fault", "Links", "SimConfig", "SimResult", "Simulation", "run_simulation"]
 
@@ -129,18 +141,7 @@ FAULT_PROFILES: dict[str, Callable[[SimConfig, random.Random], tuple[Links, list
     "chaos": _profile_chaos,
 }
 
-STRATEGIES = (
-    "equivocate_updates",
-    "equivocate_proposals",
-    "conflicting_votes",
-    "invalid_proposals",
-    "withhold_votes",
-    "silent",
-    "junk",
-    "replay",
-    "sign_flip",
-    "scaling",
-)
+STRATEGIES = (*PROTOCOL_BEHAVIOURS, "sign_flip", "scaling")
 
 
 @dataclass(frozen=True)
@@ -209,26 +210,6 @@ class SimResult:
         return not any(not violation.startswith("liveness") for violation in self.violations)
 
 
-class _LazyHalf:
-    """A random half of the members, drawn only if a strategy asks (drawing costs a sample)."""
-
-    def __init__(self, rng: random.Random, members: int) -> None:
-        self.rng, self.members, self.chosen = rng, members, None
-
-    def __contains__(self, member: int) -> bool:
-        if self.chosen is None:
-            self.chosen = set(self.rng.sample(range(self.members), self.members // 2))
-        return member in self.chosen
-
-
-@dataclass(frozen=True, slots=True)
-class _Junk:
-    """Raw bytes a Byzantine member sends (junk or a replay), bypassing the encoder."""
-
-    peer: int
-    data: bytes
-
-
 @dataclass
 class _Durable:
     """What survives a crash: the last-signed slots, our payloads, records, the committed state."""
@@ -240,11 +221,11 @@ class _Durable:
 
 
 class _Node:
-    def __init__(self, index: int, identity: Identity, core: NodeCore, durable: _Durable, strategy: str | None) -> None:
+    def __init__(self, index: int, identity: Identity, core: NodeCore, durable: _Durable, strategy: str | None, misbehaviour: Misbehaviour | None) -> None:
         self.index, self.identity, self.core, self.durable, self.strategy = index, identity, core, durable, strategy
+        self.misbehaviour = misbehaviour
         self.alive = True
         self.timer_at: int | None = None
-        self.sent_history: list[bytes] = []  # for the replay strategy: our own old messages
 
 
 class Simulation:
@@ -303,7 +284,10 @@ class Simulation:
         for index, identity in enumerate(self.identities):
             durable = _Durable(state)
             strategy = config.strategy_of(index) if index in self.byzantine else None
-            self.nodes.append(_Node(index, identity, self._core(identity, durable, 0), durable, strategy))
+            misbehaviour = None
+            if strategy in PROTOCOL_BEHAVIOURS:
+                misbehaviour = Misbehaviour(strategy, identity, self.genesis.hash, index, config.nodes, self.rng)
+            self.nodes.append(_Node(index, identity, self._core(identity, durable, 0), durable, strategy, misbehaviour))
 
     # ------------------------------------------------------------------------ plumbing
 
@@ -363,8 +347,9 @@ class Simulation:
     # ------------------------------------------------------------------------ effects
 
     def _run_effects(self, node: _Node) -> None:
+        misbehaviour = node.misbehaviour
         for effect in node.core.drain():
-            for transformed in self._byzantine(node, effect):
+            for transformed in [effect] if misbehaviour is None else misbehaviour.apply(effect):
                 self._effect(node, transformed)
         deadline = node.core.next_deadline()
         if node.timer_at != deadline:
@@ -373,7 +358,7 @@ class Simulation:
 
     def _effect(self, node: _Node, effect: Any) -> None:  # noqa: PLR0912
         index = node.index
-        if isinstance(effect, _Junk):
+        if isinstance(effect, Raw):
             self.messages["junk"] += 1
             self._transmit(index, effect.peer, effect.data)
         elif isinstance(effect, Send | Broadcast):
@@ -386,8 +371,8 @@ class Simulation:
                 self.messages[kind] += self.config.nodes - 1
                 for peer in range(self.config.nodes):
                     self._transmit(index, peer, data)
-            if node.strategy == "replay" and len(node.sent_history) < 64:
-                node.sent_history.append(data)
+            if node.misbehaviour is not None:
+                node.misbehaviour.sent(data)
         elif isinstance(effect, SignedSlot):
             node.durable.signed[effect.slot] = effect.content
             if effect.payload is not None:
@@ -451,44 +436,6 @@ class Simulation:
         return to_bytes(encode_fixed(vector, self.genesis.frac_bits).values)
 
     # ------------------------------------------------------------------------ Byzantine behaviour
-
-    def _sign_conflicting_update(self, node: _Node, update: Update) -> Update:
-        flipped = bytes(byte ^ 0x01 for byte in update.payload[:4]) + update.payload[4:]
-        return Update.create(node.identity, self.genesis.hash, update.round, update.prev_hash, update.sender, flipped)
-
-    def _byzantine(self, node: _Node, effect: Any) -> list[Any]:  # noqa: PLR0911, PLR0912
-        strategy = node.strategy
-        if strategy is None:
-            return [effect]
-        half = _LazyHalf(self.rng, self.config.nodes)
-        if strategy == "silent" and isinstance(effect, Send | Broadcast):
-            return []
-        if strategy == "withhold_votes" and isinstance(effect, Broadcast) and isinstance(effect.message, Prevote | Precommit):
-            return []
-        if not isinstance(effect, Broadcast):
-            return [effect]
-        message = effect.message
-        others = [peer for peer in range(self.config.nodes) if peer != node.index]
-        if strategy == "equivocate_updates" and isinstance(message, Update):
-            second = self._sign_conflicting_update(node, message)
-            return [Send(peer, message if peer in half else second) for peer in others]
-        if strategy == "conflicting_votes" and isinstance(message, Prevote | Precommit) and message.value_id != NIL:
-            kind = type(message)
-            nil = kind.create(node.identity, self.genesis.hash, message.round, message.view, NIL, message.voter)
-            return [Send(peer, message if peer in half else nil) for peer in others]
-        if strategy in ("equivocate_proposals", "invalid_proposals") and isinstance(message, Proposal):
-            value = message.value
-            bogus = Value(value.round, value.prev_hash, value.inputs, value.evidence, hashlib.sha256(value.model_digest).digest(), value.ledger_digest)
-            forged = Proposal.create(node.identity, self.genesis.hash, message.view, message.valid_view, message.proposer, bogus)
-            if strategy == "invalid_proposals":
-                return [Broadcast(forged)]
-            return [Send(peer, message if peer in half else forged) for peer in others]
-        if strategy == "junk":
-            junk = self.rng.randbytes(self.rng.randint(1, 64))
-            return [effect, *(_Junk(peer, junk) for peer in others)]
-        if strategy == "replay" and node.sent_history:
-            return [effect, *(_Junk(peer, self.rng.choice(node.sent_history)) for peer in others[:3])]
-        return [effect]
 
     # ------------------------------------------------------------------------ checkers
 

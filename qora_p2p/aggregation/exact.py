@@ -22,7 +22,7 @@ Nothing here depends on row order except through explicit indices, so callers ow
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import numpy as np
 import numpy.typing as npt

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from qora_p2p.errors import QoraError
-from qora_p2p.sim import FAULT_PROFILES, STRATEGIES, RoundStats, SimConfig, SimResult, run_simulation
+from qora_p2p.sim import (
+    FAULT_PROFILES,
+    STRATEGIES,
+    RoundStats,
+    SimConfig,
+    SimResult,
+    run_simulation,
+)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -99,6 +106,11 @@ def _progress(round_number: int, stats: RoundStats) -> None:
     )
 
 
+def _listed(members: tuple[int, ...], most: int = 20) -> str:
+    """``: [1, 5, 7]`` for a short list, nothing for a long one."""
+    return f": {list(members)}" if 0 < len(members) <= most else ""
+
+
 def _replay(config: SimConfig) -> str:
     return (
         f"qora-sim --nodes {config.nodes} --byzantine {config.byzantine} --rounds {config.rounds} --seed {config.seed} "
@@ -125,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.rounds < 1 or args.model_dim < 1:
             raise QoraError("--rounds and --model-dim must be at least 1")
         print(
-            f"simulating {config.nodes} members ({config.byzantine} Byzantine: {list(config.byzantine_members)}, "
+            f"simulating {config.nodes} members ({config.byzantine} Byzantine{_listed(config.byzantine_members)}, "
             f"strategy {config.strategy}), {config.rounds} rounds, P = {config.dimension}, faults {config.faults}, seed {config.seed}",
             flush=True,
         )
