@@ -1,0 +1,309 @@
+"""``qora-node``: run one member of a qora-p2p network, or inspect a node's committed chain.
+
+    qora-node --peers net/peers.toml --key net/keys/node-00.key
+    qora-node --peers net/peers.toml --key net/keys/node-03.key --rounds 20 --profile nodes/alie.toml
+    qora-node inspect --data-dir qora-data/node-00 [--json]
+
+A node listens on its address in peers.toml (or --listen), dials the members after it in the
+list, trains on its shard of --dataset each round, and commits the rounds the network agrees on.
+Its durable state (committed records with certificates, the model, the ledger, the last-signed
+guard) lives in SQLite under --data-dir; after a crash or SIGKILL, start it again with the same
+arguments and it resumes and catches up from its peers.
+
+Logs: one JSON object per line when stderr is not a terminal (or --log-format json), readable
+lines on a terminal; one ``round_committed`` line per round with its hash, inputs, view,
+milliseconds per phase, bans and test accuracy.
+
+``inspect`` prints the committed chain (round, hash, inputs, certificate signers, evidence, model
+and ledger digests), verifies every certificate against the genesis and every link of the chain,
+and summarises the ledger.
+
+Exit codes:
+  0  finished (--rounds reached) or stopped by SIGINT/SIGTERM; inspect: chain verified
+  2  bad usage or configuration (the message names the flag, file or field)
+  3  the data directory cannot be used (another network or member, unreadable)
+  4  inspect: the chain does not verify
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+import trio
+
+from qora_p2p.errors import (
+    ConfigError,
+    KeyFileError,
+    KeyFormatError,
+    MessageError,
+    SignatureError,
+)
+from qora_p2p.genesis import load_genesis
+from qora_p2p.identity import public_key_hex, read_key_file
+from qora_p2p.ledger import ONE
+from qora_p2p.node import Node, NodeSettings
+from qora_p2p.profile import Profile, load_profile, with_overrides
+from qora_p2p.state import chain_origin
+from qora_p2p.store import Store, StoreError, open_genesis_of
+from qora_p2p.workload import build_workload
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_STORE = 3
+EXIT_UNVERIFIED = 4
+
+
+def configure_logging(log_format: str, level: str = "info") -> None:
+    """structlog to stderr: JSON lines, or a console renderer on a terminal."""
+    renderer: Any
+    if log_format == "json" or (log_format == "auto" and not sys.stderr.isatty()):
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def run_parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="qora-node", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--peers", type=Path, required=True, help="the network's genesis (peers.toml)")
+    top.add_argument("--key", type=Path, required=True, help="this member's private key file (mode 0600)")
+    top.add_argument("--data-dir", type=Path, help="durable state directory (default: qora-data/<member name>)")
+    top.add_argument("--listen", type=_address, help="HOST:PORT to listen on (default: our address in peers.toml)")
+    top.add_argument("--rounds", type=int, help="stop after committing this many rounds (default: run until stopped)")
+    top.add_argument("--linger", type=float, default=5.0, help="seconds to keep serving peers after the last round (default 5)")
+    top.add_argument("--log-format", choices=("auto", "json", "console"), default="auto", help="default: json unless stderr is a terminal")
+    top.add_argument("--log-level", choices=("debug", "info", "warning"), default="info")
+    work = top.add_argument_group("local workload (overrides the profile)")
+    work.add_argument("--profile", type=Path, help="node profile TOML (see nodes/); default: honest")
+    work.add_argument("--dataset", help="digits, breast_cancer or a .npz path (default digits)")
+    work.add_argument("--partition", choices=("iid", "dirichlet", "shards"), help="how members split the data (default dirichlet)")
+    work.add_argument("--alpha", type=float, help="Dirichlet concentration (default 0.5)")
+    work.add_argument("--data-seed", type=int, help="seed of the split and of local training (default 0)")
+    work.add_argument("--epochs", type=int, help="local epochs per round (default 2)")
+    work.add_argument("--learning-rate", type=float, help="local SGD step (default 0.1)")
+    work.add_argument("--batch-size", type=int, help="local minibatch (default 32)")
+    test = top.add_argument_group("test networks only")
+    test.add_argument("--attack", help="a learning attack (see nodes/ and qora_p2p.learning.attacks)")
+    test.add_argument("--behaviour", help="a protocol misbehaviour (see qora_p2p.behaviour)")
+    return top
+
+
+def inspect_parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="qora-node inspect", description="Print and verify a node's committed chain.")
+    top.add_argument("--data-dir", type=Path, required=True, help="the node's data directory")
+    top.add_argument("--json", action="store_true", help="print JSON")
+    return top
+
+
+# ------------------------------------------------------------------------------------- run
+
+
+def _profile(args: argparse.Namespace) -> Profile:
+    profile = load_profile(args.profile) if args.profile else Profile()
+    profile = with_overrides(
+        profile,
+        dataset=args.dataset,
+        partition=args.partition,
+        alpha=args.alpha,
+        data_seed=args.data_seed,
+        attack=args.attack,
+        training={"epochs": args.epochs, "learning_rate": args.learning_rate, "batch_size": args.batch_size},
+    )
+    if args.behaviour:
+        from dataclasses import replace  # noqa: PLC0415
+
+        from qora_p2p.behaviour import PROTOCOL_BEHAVIOURS  # noqa: PLC0415
+
+        if args.behaviour not in (*PROTOCOL_BEHAVIOURS, "none"):
+            raise ConfigError(f"--behaviour {args.behaviour!r} is unknown; known: none, {', '.join(PROTOCOL_BEHAVIOURS)}")
+        profile = replace(profile, behaviour=None if args.behaviour == "none" else args.behaviour)
+    return profile
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.rounds is not None and args.rounds < 1:
+        raise ConfigError("--rounds must be at least 1")
+    if not 0 <= args.linger <= 3600:
+        raise ConfigError("--linger must be in 0..3600 seconds")
+    configure_logging(args.log_format, args.log_level)
+    genesis = load_genesis(args.peers)
+    identity = read_key_file(args.key)
+    member = genesis.member_index(identity.public_key)
+    if member is None:
+        raise ConfigError(f"--key {args.key}: public key {public_key_hex(identity.public_key)} is not a member of {args.peers}")
+    profile = _profile(args)
+    workload = build_workload(genesis, member, profile.workload)
+    settings = NodeSettings(
+        data_dir=args.data_dir or Path("qora-data") / genesis.members[member].name,
+        listen=args.listen,
+        rounds=args.rounds,
+        linger_s=args.linger,
+        behaviour=profile.behaviour,
+        behaviour_seed=profile.workload.data_seed * 1024 + member,
+    )
+    node = Node(genesis, identity, workload, settings)
+    trio.run(_serve_until_signal, node)
+    return EXIT_OK
+
+
+async def _serve_until_signal(node: Node) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    node.log.info("stopping", signal=signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            await node.run()
+            nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------------------------- inspect
+
+
+def inspect_chain(directory: Path) -> dict[str, Any]:
+    """The committed chain of a data directory, verified; see the module notes."""
+    genesis, member_key = open_genesis_of(directory)
+    names = [member.name for member in genesis.members]
+    keys = [member.public_key for member in genesis.members]
+    problems: list[str] = []
+    rounds = []
+    with Store(directory, genesis, member_key, readonly=True) as store:
+        records, state, checkpoints = store.chain()
+    previous = chain_origin(genesis)
+    expected_round = 1
+    for record, stored_hash in records:
+        value = record.value
+        try:
+            round_hash = record.verify(genesis.hash, keys, genesis.quorum)
+        except (MessageError, SignatureError) as error:
+            problems.append(f"round {value.round}: certificate does not verify: {error}")
+            round_hash = value.id(genesis.hash)
+        if round_hash != stored_hash:
+            problems.append(f"round {value.round}: stored hash differs from the record's")
+        if value.round != expected_round:
+            problems.append(f"round {value.round}: expected round {expected_round} (a gap in the chain)")
+        if value.prev_hash != previous:
+            problems.append(f"round {value.round}: does not link to the previous round's hash")
+        rounds.append(
+            {
+                "round": value.round,
+                "hash": round_hash.hex(),
+                "view": record.view,
+                "inputs": len(value.inputs),
+                "senders": [names[sender] for sender, _ in value.inputs],
+                "signers": len(record.certificate),
+                "evidence": len(value.evidence),
+                "model_digest": value.model_digest.hex(),
+                "ledger_digest": value.ledger_digest.hex(),
+            }
+        )
+        previous, expected_round = round_hash, value.round + 1
+    if rounds and state.round == rounds[-1]["round"]:
+        if state.model_digest().hex() != rounds[-1]["model_digest"]:
+            problems.append(f"stored model does not match round {state.round}'s certified digest")
+        if state.ledger_digest().hex() != rounds[-1]["ledger_digest"]:
+            problems.append(f"stored ledger does not match round {state.round}'s certified digest")
+    elif rounds:
+        problems.append(f"stored state is for round {state.round}, the chain ends at round {rounds[-1]['round']}")
+    ledger = None
+    if state.ledger is not None:
+        ledger = [
+            {
+                "member": names[index],
+                "reputation": round(standing.reputation / ONE, 4),
+                "banned_until": standing.banned_until,
+                "proven": standing.proven,
+            }
+            for index, standing in enumerate(state.ledger.standings)
+        ]
+    return {
+        "network_id": genesis.network_id,
+        "genesis_hash": genesis.hash.hex(),
+        "member": names[genesis.member_index(member_key) or 0],
+        "rounds": rounds,
+        "last_round": state.round,
+        "model_digest": state.model_digest().hex(),
+        "ledger": ledger,
+        "checkpoints": checkpoints,
+        "verified": not problems,
+        "problems": problems,
+    }
+
+
+def _print_chain(report: dict[str, Any]) -> None:
+    print(f"network {report['network_id']} ({report['genesis_hash'][:16]}), member {report['member']}, {report['last_round']} rounds committed")
+    print(f"{'round':>5}  {'hash':16}  {'view':>4}  {'inputs':>6}  {'signers':>7}  {'evidence':>8}  {'model':16}  {'ledger':16}")
+    for item in report["rounds"]:
+        print(
+            f"{item['round']:>5}  {item['hash'][:16]}  {item['view']:>4}  {item['inputs']:>6}  {item['signers']:>7}  "
+            f"{item['evidence']:>8}  {item['model_digest'][:16]}  {item['ledger_digest'][:16]}"
+        )
+    if report["ledger"] is not None:
+        print("ledger:")
+        for entry in report["ledger"]:
+            status = "banned for good" if entry["proven"] else (f"banned until round {entry['banned_until']}" if entry["banned_until"] > report["last_round"] else "")
+            print(f"  {entry['member']:16s} reputation {entry['reputation']:.3f}  {status}")
+    print(f"checkpoints at rounds {report['checkpoints'] or 'none'}")
+    if report["verified"]:
+        print("chain verified: every certificate and link checks against the genesis")
+    else:
+        print("CHAIN DOES NOT VERIFY:")
+        for problem in report["problems"]:
+            print(f"  {problem}")
+
+
+def _inspect(argv: list[str]) -> int:
+    args = inspect_parser().parse_args(argv)
+    report = inspect_chain(args.data_dir)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _print_chain(report)
+    return EXIT_OK if report["verified"] else EXIT_UNVERIFIED
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["inspect"]:
+            return _inspect(argv[1:])
+        return _run(run_parser().parse_args(argv[1:] if argv[:1] == ["run"] else argv))
+    except StoreError as error:
+        print(f"qora-node: {error}", file=sys.stderr)
+        return EXIT_STORE
+    except (ConfigError, KeyFileError, KeyFormatError) as error:
+        print(f"qora-node: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

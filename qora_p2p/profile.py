@@ -1,0 +1,135 @@
+"""Node profiles: a member's local workload and (on test networks) its Byzantine behaviour.
+
+A profile is a small TOML file (``nodes/*.toml`` ships one per behaviour)::
+
+    description = "sign flip: sends minus its honest update"
+    attack = "sign_flip"            # a learning attack (qora_p2p.learning.attacks), or "none"
+    behaviour = "none"              # a protocol misbehaviour (qora_p2p.behaviour), or "none"
+    colluders = 3                   # attackers an attack assumes (ALIE's z)
+    view_wait_ms = 2000             # how long a forging attack waits for others' updates
+    dataset = "digits"              # local data: bundled name or .npz path
+    partition = "dirichlet"         # iid | dirichlet | shards, with alpha and data_seed
+    alpha = 0.5
+    data_seed = 0
+
+    [attack_params]                 # the attack's parameters
+    scale = 1.0
+
+    [training]                      # local SGD (defaults of qora_p2p.learning.training)
+    epochs = 2
+    learning_rate = 0.1
+
+Every key is optional; unknown keys are errors that name the key. Command-line flags override
+the profile.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from qora_p2p.behaviour import PROTOCOL_BEHAVIOURS
+from qora_p2p.errors import ConfigError, LearningError
+from qora_p2p.learning.attacks import ATTACKS
+from qora_p2p.learning.training import TrainingConfig
+from qora_p2p.workload import WorkloadConfig
+
+__all__ = ["Profile", "load_profile", "parse_profile"]
+
+PROFILE_BYTES_MAX = 64 << 10  # a profile is a few lines
+_TOP = {"description": str, "attack": str, "behaviour": str, "colluders": int, "view_wait_ms": int, "dataset": str, "partition": str, "alpha": (int, float), "data_seed": int}
+_TRAINING = {item.name: item.type for item in fields(TrainingConfig)}
+
+
+@dataclass(frozen=True)
+class Profile:
+    description: str = "honest member"
+    behaviour: str | None = None
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+
+    @property
+    def byzantine(self) -> bool:
+        return self.behaviour is not None or self.workload.attack != "none"
+
+
+def _check(origin: str, key: str, value: Any, kind: Any) -> Any:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise ConfigError(f"{origin}: {key} must be {names}, got {value!r}")
+    return value
+
+
+def parse_profile(document: Mapping[str, Any], origin: str = "profile") -> Profile:
+    """Validate a parsed profile document.
+
+    Raises:
+        ConfigError: an unknown key, a value of the wrong type, an unknown attack or behaviour.
+    """
+    known = set(_TOP) | {"attack_params", "training"}
+    for key in document:
+        if key not in known:
+            raise ConfigError(f"{origin}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+    top = {key: _check(origin, key, value, _TOP[key]) for key, value in document.items() if key in _TOP}
+    attack = top.pop("attack", "none")
+    if attack != "none" and attack not in ATTACKS:
+        raise ConfigError(f"{origin}: attack {attack!r} is unknown; known: none, {', '.join(ATTACKS)}")
+    behaviour = top.pop("behaviour", "none")
+    if behaviour != "none" and behaviour not in PROTOCOL_BEHAVIOURS:
+        raise ConfigError(f"{origin}: behaviour {behaviour!r} is unknown; known: none, {', '.join(PROTOCOL_BEHAVIOURS)}")
+    description = top.pop("description", "honest member" if attack == behaviour == "none" else f"{attack}/{behaviour}")
+    attack_params = document.get("attack_params", {})
+    if not isinstance(attack_params, dict):
+        raise ConfigError(f"{origin}: attack_params must be a table")
+    training_table = document.get("training", {})
+    if not isinstance(training_table, dict):
+        raise ConfigError(f"{origin}: training must be a table")
+    for key, value in training_table.items():
+        if key not in _TRAINING:
+            raise ConfigError(f"{origin}: training.{key} is unknown (known: {', '.join(_TRAINING)})")
+        _check(origin, f"training.{key}", value, (int, float))
+    try:
+        training = TrainingConfig(**training_table)
+        if "alpha" in top:
+            top["alpha"] = float(top["alpha"])
+        workload = WorkloadConfig(training=training, attack=attack, attack_params=dict(attack_params), **top)
+        from qora_p2p.learning.attacks import build_attack  # noqa: PLC0415
+
+        build_attack(attack, **dict(attack_params))
+    except (LearningError, TypeError) as error:
+        raise ConfigError(f"{origin}: {error}") from error
+    return Profile(description, None if behaviour == "none" else behaviour, workload)
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate a profile file.
+
+    Raises:
+        ConfigError: missing, too large, not TOML, or invalid (the message names the key).
+    """
+    source = Path(path)
+    try:
+        data = source.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read profile {source}: {error.strerror or error}") from error
+    if len(data) > PROFILE_BYTES_MAX:
+        raise ConfigError(f"profile {source} is larger than {PROFILE_BYTES_MAX} bytes")
+    try:
+        document = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"profile {source} is not valid TOML: {error}") from error
+    return parse_profile(document, str(source))
+
+
+def with_overrides(profile: Profile, **changes: Any) -> Profile:
+    """The profile with workload fields replaced (None values are left alone)."""
+    workload_changes = {key: value for key, value in changes.items() if value is not None and key != "training"}
+    training_changes = {key: value for key, value in (changes.get("training") or {}).items() if value is not None}
+    try:
+        training = replace(profile.workload.training, **training_changes)
+        return replace(profile, workload=replace(profile.workload, training=training, **workload_changes))
+    except LearningError as error:
+        raise ConfigError(str(error)) from error

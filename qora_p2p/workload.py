@@ -1,0 +1,186 @@
+"""What a node computes each round: its local update, honest or poisoned.
+
+Theory of operation
+-------------------
+A `Workload` turns the agreed model (int64 fixed point) into this member's update (float64, a
+model delta) and, on a test network, forges it with an attack of `qora_p2p.learning.attacks`:
+
+* `SyntheticWorkload`: no data; the same persistent direction, per-round drift and member noise as
+  the simulator (``qora_p2p.sim``), so protocol benchmarks need no training time;
+* `LearningWorkload`: local SGD on this member's shard of a dataset (bundled or ``.npz``). Every
+  member derives the same partition from ``(dataset, scheme, seed, n)`` and takes its own index's
+  shard, so shards are disjoint without any coordination.
+
+Attacks that forge from the honest updates (ALIE, IPM, mimic, the adaptive ones) see what a real
+attacker sees: the updates this member has received so far in the round (``others``). The node waits
+a bounded time for them (``view_wait_ms``). Attacks that poison data poison the shard once.
+
+`train` and `forge` are CPU work for a worker thread; they keep their own random streams, seeded
+from the member index and the workload seed, and are not part of the agreed state (nothing about an
+update needs to be reproducible by other members, only checkable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from qora_p2p.errors import ConfigError, LearningError
+from qora_p2p.fixedpoint import encode, to_bytes
+from qora_p2p.genesis import Genesis
+from qora_p2p.learning.attacks import Attack, RoundView, build_attack
+from qora_p2p.learning.data import PARTITIONS, load_dataset, partition
+from qora_p2p.learning.models import build_model
+from qora_p2p.learning.training import LocalTrainer, TrainingConfig, evaluate
+
+__all__ = ["LearningWorkload", "SyntheticWorkload", "Workload", "WorkloadConfig", "build_workload"]
+
+Vector = npt.NDArray[np.float64]
+VIEW_ATTACKS = ("alie", "ipm", "mimic", "adaptive_alie", "adaptive_ipm")  # forge from others' updates
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    """A member's local settings (not part of the genesis).
+
+    Attributes:
+        dataset: ``digits``, ``breast_cancer`` or an ``.npz`` path (ignored for a synthetic model).
+        partition, alpha, data_seed: how the training set is split across the n members.
+        training: local SGD settings.
+        attack: a learning attack (``none`` for an honest member) and its parameters.
+        colluders: how many attackers the attack assumes (ALIE's z depends on it).
+        view_wait_ms: how long a view attack waits for other members' updates.
+    """
+
+    dataset: str = "digits"
+    partition: str = "dirichlet"
+    alpha: float = 0.5
+    data_seed: int = 0
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    attack: str = "none"
+    attack_params: Mapping[str, Any] = field(default_factory=dict)
+    colluders: int = 1
+    view_wait_ms: int = 2_000
+
+    def __post_init__(self) -> None:
+        if self.partition not in PARTITIONS:
+            raise ConfigError(f"partition must be one of {', '.join(PARTITIONS)}, got {self.partition!r}")
+        if not self.alpha > 0:
+            raise ConfigError(f"alpha must be positive, got {self.alpha}")
+        if not 1 <= self.colluders <= 1024:
+            raise ConfigError(f"colluders must be in 1..1024, got {self.colluders}")
+        if not 0 <= self.view_wait_ms <= 600_000:
+            raise ConfigError(f"view_wait_ms must be in 0..600000, got {self.view_wait_ms}")
+
+
+class Workload:
+    """Base: an honest or attacking member's update for each round."""
+
+    def __init__(self, genesis: Genesis, member: int, config: WorkloadConfig) -> None:
+        self.genesis, self.member, self.config = genesis, member, config
+        self.scale = float(2**genesis.frac_bits)
+        try:
+            self.attack: Attack = build_attack(config.attack, **dict(config.attack_params))
+        except LearningError as error:
+            raise ConfigError(str(error)) from error
+        self.attack_rng = np.random.default_rng([config.data_seed, 4, member])
+
+    @property
+    def wants_view(self) -> bool:
+        """Whether forging needs other members' updates of the round."""
+        return self.config.attack in VIEW_ATTACKS
+
+    def params(self, model: npt.NDArray[np.int64]) -> Vector:
+        return model.astype(np.float64) / self.scale
+
+    def train(self, round_number: int, model: npt.NDArray[np.int64]) -> Vector:
+        """This member's own update from the agreed ``model`` (poisoned data included)."""
+        raise NotImplementedError
+
+    def forge(self, own: Vector, others: Sequence[bytes], aggregate: npt.NDArray[np.int32]) -> bytes:
+        """The payload to sign: ``own`` itself, or the attack's forgery from ``own`` and ``others``
+        (other members' payloads of the round, as received)."""
+        if self.config.attack == "none":
+            return self.payload(own)
+        dimension = own.size
+        honest = np.stack([np.frombuffer(data, dtype="<i4").astype(np.float64) / self.scale for data in others]) if others else own[None, :]
+        rule_params: dict[str, Any] = self.genesis.fixed_rule_params()
+        if self.genesis.centered_on_previous:
+            rule_params["center"] = aggregate
+        view = RoundView(
+            honest=honest.reshape(-1, dimension),
+            own=np.repeat(own[None, :], self.config.colluders, axis=0),
+            members=self.genesis.size,
+            rule=self.genesis.rule,
+            rule_params=rule_params,
+            frac_bits=self.genesis.frac_bits,
+            rng=self.attack_rng,
+        )
+        return self.payload(self.attack.forge(view)[0])
+
+    def payload(self, update: Vector) -> bytes:
+        return to_bytes(encode(update, self.genesis.frac_bits).values)
+
+    def evaluate(self, model: npt.NDArray[np.int64]) -> float | None:
+        """Test accuracy of the agreed model, when the workload has test data."""
+        return None
+
+
+class SyntheticWorkload(Workload):
+    """The simulator's synthetic updates (see `qora_p2p.sim`), for protocol benchmarks."""
+
+    def train(self, round_number: int, model: npt.NDArray[np.int64]) -> Vector:
+        dimension, seed = self.genesis.model.dimension, self.genesis.model.seed
+        base = np.random.default_rng([seed, 10**6]).normal(0.0, 0.01, dimension)
+        drift = np.random.default_rng([seed, round_number, 10**6]).normal(0.0, 0.003, dimension)
+        noise = np.random.default_rng([seed, round_number, self.member]).normal(0.0, 0.005, dimension)
+        return base + drift + noise
+
+
+class LearningWorkload(Workload):
+    """Local SGD on this member's shard of a dataset."""
+
+    def __init__(self, genesis: Genesis, member: int, config: WorkloadConfig) -> None:
+        super().__init__(genesis, member, config)
+        spec = genesis.model
+        try:
+            self.dataset = load_dataset(config.dataset, seed=config.data_seed)
+        except LearningError as error:
+            raise ConfigError(f"dataset: {error}") from error
+        if (self.dataset.features, self.dataset.classes) != (spec.features, spec.classes):
+            raise ConfigError(
+                f"dataset {config.dataset!r} has {self.dataset.features} features and {self.dataset.classes} classes; "
+                f"the genesis model expects {spec.features} and {spec.classes}"
+            )
+        self.model = build_model(spec.kind, spec.features, spec.classes, spec.hidden or (32,))
+        try:
+            shards = partition(self.dataset.train_labels, genesis.size, config.partition, seed=config.data_seed, alpha=config.alpha)
+        except LearningError as error:
+            raise ConfigError(f"partition: {error}") from error
+        shard = shards[member]
+        features, labels = self.dataset.train_features[shard], self.dataset.train_labels[shard]
+        if self.attack.poisons_data:
+            features, labels = self.attack.poison_data(features, labels, self.dataset.classes, np.random.default_rng([config.data_seed, 2, member]))
+        self.trainer = LocalTrainer(self.model, features, labels, config.training, seed=[config.data_seed, 3, member])
+        self.samples = int(labels.size)
+
+    def train(self, round_number: int, model: npt.NDArray[np.int64]) -> Vector:
+        return self.trainer.update(self.params(model))
+
+    def evaluate(self, model: npt.NDArray[np.int64]) -> float | None:
+        return evaluate(self.model, self.params(model), self.dataset.test_features, self.dataset.test_labels).accuracy
+
+
+def build_workload(genesis: Genesis, member: int, config: WorkloadConfig) -> Workload:
+    """The workload the genesis model calls for.
+
+    Raises:
+        ConfigError: a dataset that does not fit the model, an unknown attack or partition.
+    """
+    if genesis.model.kind == "synthetic":
+        return SyntheticWorkload(genesis, member, config)
+    return LearningWorkload(genesis, member, config)
