@@ -398,6 +398,28 @@ class NodeCore:
         held = self.round.updates
         return [next(iter(held[sender].values())).payload for sender in sorted(held) if sender != self.me and held[sender]]
 
+    def status(self) -> dict[str, Any]:
+        """Where this member stands in its round (for an operator's status line)."""
+        current = self.round
+        consensus = current.consensus
+        return {
+            "round": current.number,
+            "view": consensus.view,
+            "step": getattr(consensus.step, "name", str(consensus.step)),
+            "eligible": len(current.eligible),
+            "updates": sorted(current.updates),
+            "ready": current.ready_ms is not None,
+            "view0_waiting": current.view0_propose_waiting,
+            "proposals": sorted(current.proposals),
+            "validations": {
+                value_id.hex()[:8]: {"missing": sorted(sender for sender, _ in validation.missing), "verdict": validation.verdict}
+                for value_id, validation in current.validations.items()
+            },
+            "certified": {view: value_id.hex()[:8] for view, value_id in consensus.certified.items()},
+            "fetching": sorted(sender for sender, _ in current.fetching),
+            "timeouts": {f"{timeout.name}/{view}": deadline - self.now_ms for (timeout, view), deadline in current.timeouts.items()},
+        }
+
     def hello(self) -> Hello:
         """What to send a peer first, so it knows where we are."""
         return Hello(PROTOCOL_VERSION, self.round.number, self.state.last_hash)
@@ -979,7 +1001,11 @@ class NodeCore:
         if last.value.round < self.round.number:
             return
         if response.state is None and last.value.id(self.genesis_hash) in self.round.consensus.certified.values():
-            return  # a certificate for this value is already in hand: checking another adds nothing
+            # A certificate for this value is already in hand, yet the round is not over: we
+            # cannot validate it (an input no one still in this round can send us). The peer is
+            # past it: take its certified state instead.
+            self._request_sync(peer, now_ms)
+            return
         round_hash = last.verify(self.genesis_hash, self.keys, self.genesis.quorum, self.verifier)
         if response.state is None or response.state.round != last.value.round:
             if last.value.round == self.round.number:

@@ -19,11 +19,13 @@ peer. Malformed messages, rate overruns and the core's `Penalize` effects count 
 past ``penalties_max`` on one connection it is closed (and the peer may reconnect after a pause).
 
 Accepting is bounded too: at most ``handshakes_max`` handshakes at once (each within the channel's
-handshake timeout, against slow-loris) and ``connections_per_address_max`` from one address.
+handshake timeout, against slow-loris) and ``handshakes_per_address_max`` from one address;
+authenticated channels are bounded by the membership (one per member).
 """
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +47,10 @@ from qora_p2p.genesis import Genesis
 from qora_p2p.identity import Identity
 from qora_p2p.messages import Limits, Message, decode
 
-__all__ = ["PeerStatistics", "Transport", "TransportLimits"]
+__all__ = ["LinkFaults", "PeerStatistics", "Transport", "TransportLimits"]
+
+DELAY_MS_MAX = 10_000  # injected link delay
+DELAYED_MESSAGES_MAX = 4_096  # messages held back by an injected delay, all peers together
 
 log = structlog.get_logger("qora.transport")
 
@@ -58,7 +63,7 @@ class TransportLimits:
     messages_burst: int = 8_192  # per peer, the bucket's depth (a sync burst, a round's votes)
     penalties_max: int = 32  # per connection, then it is closed
     handshakes_max: int = 64  # concurrent inbound handshakes, all addresses together
-    connections_per_address_max: int = 8  # inbound handshakes plus channels from one IP address
+    handshakes_per_address_max: int = 8  # unauthenticated inbound connections from one IP address
     connect_timeout_ms: int = 5_000
     backoff_initial_ms: int = 100
     backoff_max_ms: int = 5_000
@@ -75,6 +80,22 @@ class TransportLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkFaults:
+    """Faults injected into this member's links (test networks): members cut off in both
+    directions, extra one-way delay on what we receive, and a probability of dropping a message."""
+
+    blocked: frozenset[int] = frozenset()
+    delay_ms: int = 0
+    drop: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.delay_ms <= DELAY_MS_MAX:
+            raise ConfigError(f"delay_ms must be in 0..{DELAY_MS_MAX}, got {self.delay_ms}")
+        if not 0.0 <= self.drop <= 1.0:
+            raise ConfigError(f"drop must be in [0, 1], got {self.drop}")
+
+
+@dataclass(frozen=True, slots=True)
 class PeerStatistics:
     connected: bool
     connections: int
@@ -88,6 +109,9 @@ class PeerStatistics:
     dropped: int
     penalties: int
     rate_limited: int
+
+
+NO_FAULTS = LinkFaults()
 
 
 class _Peer:
@@ -155,6 +179,10 @@ class Transport:
         self.refused = 0
         self._nursery: trio.Nursery | None = None
         self.listen_port: int | None = None
+        self.faults = LinkFaults()
+        self.fault_rng = random.Random(me)
+        self.delayed = 0
+        self.fault_dropped = 0
 
     # ------------------------------------------------------------------------------- running
 
@@ -172,6 +200,9 @@ class Transport:
     def send(self, peer_index: int, data: bytes) -> None:
         """Queue ``data`` for ``peer_index``; drops the oldest queued message when the queue is full."""
         peer = self.peers[peer_index]
+        if peer_index in self.faults.blocked or (self.faults.drop and self.fault_rng.random() < self.faults.drop):
+            self.fault_dropped += 1
+            return
         peer.queue.append(data)
         peer.queued_bytes += len(data)
         while len(peer.queue) > self.limits.send_queue_messages_max or peer.queued_bytes > self.queue_bytes_max:
@@ -258,37 +289,40 @@ class Transport:
         except OSError:
             await trio.aclose_forcefully(stream)
             return
-        if self.handshakes >= self.limits.handshakes_max or self.per_address.get(address, 0) >= self.limits.connections_per_address_max:
+        if self.handshakes >= self.limits.handshakes_max or self.per_address.get(address, 0) >= self.limits.handshakes_per_address_max:
             self.refused += 1
+            if self.refused & (self.refused - 1) == 0:  # log the 1st, 2nd, 4th, 8th, ... refusal
+                log.warning("connection_refused", address=address, handshakes=self.handshakes, refused=self.refused)
             await trio.aclose_forcefully(stream)
             return
         self.handshakes += 1
         self.per_address[address] = self.per_address.get(address, 0) + 1
         try:
-            try:
-                channel = await open_channel(
-                    stream,
-                    self.identity,
-                    genesis_hash=self.genesis.hash,
-                    members=self.members,
-                    initiator=False,
-                    limits=self.channel_limits,
-                )
-            except HandshakeError as error:
-                log.info("handshake_refused", address=address, error=str(error))
-                return
-            finally:
-                self.handshakes -= 1
-            peer = self.by_key[channel.peer]
-            if peer.scope is not None:
-                peer.scope.cancel()  # the peer reconnected: the old connection is dead to it
-            await self._serve(peer, channel)
+            channel = await open_channel(
+                stream,
+                self.identity,
+                genesis_hash=self.genesis.hash,
+                members=self.members,
+                initiator=False,
+                limits=self.channel_limits,
+            )
+        except HandshakeError as error:
+            log.info("handshake_refused", address=address, error=str(error))
+            return
         finally:
+            # Only unauthenticated connections count against an address: once a handshake
+            # succeeds the channel belongs to a member (at most one each), and members may share
+            # an address (one machine, NAT).
+            self.handshakes -= 1
             remaining = self.per_address[address] - 1
             if remaining:
                 self.per_address[address] = remaining
             else:
                 del self.per_address[address]
+        peer = self.by_key[channel.peer]
+        if peer.scope is not None:
+            peer.scope.cancel()  # the peer reconnected: the old connection is dead to it
+        await self._serve(peer, channel)
 
     # ------------------------------------------------------------------------------- a connection
 
@@ -305,7 +339,7 @@ class Transport:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer, peer, channel)
                     self.on_connected(peer.index)
-                    reason = await self._reader(peer, channel)
+                    reason = await self._reader(peer, channel, nursery)
                     nursery.cancel_scope.cancel()
         finally:
             if peer.scope is scope:
@@ -331,7 +365,30 @@ class Transport:
             if peer.scope is not None:
                 peer.scope.cancel()
 
-    async def _reader(self, peer: _Peer, channel: SecureChannel) -> str:
+    async def _faulty_delivery(self, peer: _Peer, message: Message, nursery: trio.Nursery) -> bool:
+        """Apply injected faults to a received message; True if it is to be delivered now."""
+        faults = self.faults
+        if peer.index in faults.blocked:
+            self.fault_dropped += 1
+            return False
+        if not faults.delay_ms:
+            return True
+        if self.delayed >= DELAYED_MESSAGES_MAX:
+            self.fault_dropped += 1
+            return False
+        self.delayed += 1
+
+        async def later() -> None:
+            try:
+                await trio.sleep(faults.delay_ms / 1000)
+                await self.on_message(peer.index, message)
+            finally:
+                self.delayed -= 1
+
+        nursery.start_soon(later)
+        return False
+
+    async def _reader(self, peer: _Peer, channel: SecureChannel, nursery: trio.Nursery) -> str:
         limits = self.limits
         while True:
             try:
@@ -360,6 +417,8 @@ class Transport:
                 self.penalize(peer.index, f"undecodable message: {error}")
                 if peer.penalties >= limits.penalties_max:
                     return "too many violations"
+                continue
+            if self.faults != NO_FAULTS and not await self._faulty_delivery(peer, message, nursery):
                 continue
             await self.on_message(peer.index, message)
             if peer.penalties >= limits.penalties_max:
