@@ -23,6 +23,7 @@ write in progress finishes first (worker threads are not abandoned), then connec
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
@@ -47,13 +48,14 @@ from qora_p2p.core import (
     SignedSlot,
     Train,
 )
+from qora_p2p.errors import ConfigError
 from qora_p2p.genesis import Genesis
 from qora_p2p.identity import Identity
 from qora_p2p.ledger import ONE
 from qora_p2p.messages import Message, Record, SyncResponse
 from qora_p2p.state import RoundResult, compute_round
 from qora_p2p.store import Store
-from qora_p2p.transport import Transport, TransportLimits
+from qora_p2p.transport import LinkFaults, Transport, TransportLimits
 from qora_p2p.workload import Workload
 
 __all__ = ["Node", "NodeSettings", "RoundSummary"]
@@ -61,6 +63,8 @@ __all__ = ["Node", "NodeSettings", "RoundSummary"]
 log = structlog.get_logger("qora.node")
 
 INBOX_EVENTS_MAX = 1_024  # decoded messages and results waiting for the core
+FAULT_POLL_S = 0.1  # how often a test node looks at its fault file
+FAULT_FILE_BYTES_MAX = 64 << 10
 LOGGED_EVENTS = frozenset({"resumed", "equivocation", "invalid_value", "cannot_repropose", "refused_double_sign"})
 REPUTATIONS_LOGGED_MAX = 64  # members whose reputations go into the round line (larger networks: none)
 
@@ -75,6 +79,7 @@ class NodeSettings:
     linger_s: float = 5.0  # after the last round, keep serving peers that catch up this long
     behaviour: str | None = None  # a protocol misbehaviour (test networks only)
     behaviour_seed: int = 0
+    fault_file: Path | None = None  # JSON link faults to apply, re-read when it changes (test networks)
     transport: TransportLimits = field(default_factory=TransportLimits)
 
 
@@ -182,11 +187,27 @@ class Node:
                 self.log.info("listening", host=host, port=listening)
                 task_status.started(listening)
                 nursery.start_soon(self._finish_when_done, nursery)
+                if self.settings.fault_file is not None:
+                    nursery.start_soon(self._watch_faults, self.settings.fault_file)
                 await self._execute()
                 await self._drive()
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(store.close)
+
+    def log_status(self) -> None:
+        """One ``status`` line: the core's round state and the transport's peers."""
+        if self.core is None or self.transport is None:
+            return
+        peers = self.transport.statistics()
+        self.log.info(
+            "status",
+            **self.core.status(),
+            connected=self.transport.connected(),
+            queued=sum(peer.queued_messages for peer in peers.values()),
+            dropped=sum(peer.dropped for peer in peers.values()),
+            penalties={index: peer.penalties for index, peer in peers.items() if peer.penalties},
+        )
 
     # ------------------------------------------------------------------------------- events in
 
@@ -202,6 +223,28 @@ class Node:
         await trio.sleep(self.settings.linger_s)
         self.log.info("node_finished", rounds=self.committed)
         nursery.cancel_scope.cancel()
+
+    async def _watch_faults(self, path: Path) -> None:
+        """Apply the link faults in ``path`` whenever it changes (a scenario runner writes it)."""
+        seen: float | None = None
+        while True:
+            try:
+                changed = path.stat().st_mtime_ns
+            except FileNotFoundError:
+                changed = None
+            if changed != seen:
+                seen = changed
+                faults = LinkFaults()
+                if changed is not None:
+                    try:
+                        faults = read_fault_file(path, self.genesis.size)
+                    except ConfigError as error:
+                        self.log.warning("fault_file_invalid", error=str(error))
+                        faults = None
+                if faults is not None and self.transport is not None and faults != self.transport.faults:
+                    self.transport.faults = faults
+                    self.log.info("link_faults", blocked=sorted(faults.blocked), delay_ms=faults.delay_ms, drop=faults.drop)
+            await trio.sleep(FAULT_POLL_S)
 
     async def _drive(self) -> None:
         core = self.core
@@ -355,6 +398,9 @@ class Node:
             banned=summary.banned,
             accuracy=summary.accuracy,
             reputation=reputations,
+            bytes_sent=sum(peer.bytes_sent for peer in self.transport.statistics().values()) if self.transport else 0,
+            bytes_received=sum(peer.bytes_received for peer in self.transport.statistics().values()) if self.transport else 0,
+            cpu_s=round(time.process_time(), 3),
         )
         if self.on_round is not None:
             self.on_round(summary)
@@ -370,3 +416,28 @@ def _serves_others(effect: object) -> bool:
     if isinstance(effect, Send):
         return isinstance(effect.message, Record | SyncResponse)
     return isinstance(effect, Commit | Installed | Event | Penalize)
+
+
+def read_fault_file(path: Path, members: int) -> LinkFaults:
+    """``{"blocked": [member indices], "delay_ms": int, "drop": float}`` (every key optional).
+
+    Raises:
+        ConfigError: unreadable, not JSON, or a value out of range.
+    """
+    try:
+        data = path.read_bytes()[: FAULT_FILE_BYTES_MAX + 1]
+        document = json.loads(data) if data.strip() else {}
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"fault file {path}: {error}") from error
+    if len(data) > FAULT_FILE_BYTES_MAX or not isinstance(document, dict):
+        raise ConfigError(f"fault file {path}: expected a small JSON object")
+    unknown = set(document) - {"blocked", "delay_ms", "drop"}
+    if unknown:
+        raise ConfigError(f"fault file {path}: unknown key {sorted(unknown)[0]!r}")
+    blocked = document.get("blocked", [])
+    if not isinstance(blocked, list) or not all(isinstance(item, int) and not isinstance(item, bool) and 0 <= item < members for item in blocked):
+        raise ConfigError(f"fault file {path}: blocked must be a list of member indices")
+    delay, drop = document.get("delay_ms", 0), document.get("drop", 0.0)
+    if isinstance(delay, bool) or not isinstance(delay, int) or isinstance(drop, bool) or not isinstance(drop, int | float):
+        raise ConfigError(f"fault file {path}: delay_ms must be an integer and drop a number")
+    return LinkFaults(frozenset(blocked), delay, float(drop))

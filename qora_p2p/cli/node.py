@@ -18,6 +18,8 @@ milliseconds per phase, bans and test accuracy.
 and ledger digests), verifies every certificate against the genesis and every link of the chain,
 and summarises the ledger.
 
+SIGUSR1 logs a ``status`` line: round, view, step, updates held, values being validated, timers.
+
 Exit codes:
   0  finished (--rounds reached) or stopped by SIGINT/SIGTERM; inspect: chain verified
   2  bad usage or configuration (the message names the flag, file or field)
@@ -109,6 +111,7 @@ def run_parser() -> argparse.ArgumentParser:
     test = top.add_argument_group("test networks only")
     test.add_argument("--attack", help="a learning attack (see nodes/ and qora_p2p.learning.attacks)")
     test.add_argument("--behaviour", help="a protocol misbehaviour (see qora_p2p.behaviour)")
+    test.add_argument("--fault-file", type=Path, help="JSON link faults, re-read when it changes (scenario runner)")
     return top
 
 
@@ -164,6 +167,7 @@ def _run(args: argparse.Namespace) -> int:
         linger_s=args.linger,
         behaviour=profile.behaviour,
         behaviour_seed=profile.workload.data_seed * 1024 + member,
+        fault_file=args.fault_file,
     )
     node = Node(genesis, identity, workload, settings)
     trio.run(_serve_until_signal, node)
@@ -171,11 +175,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _serve_until_signal(node: Node) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
         async with trio.open_nursery() as nursery:
 
             async def stop_on_signal() -> None:
                 async for signum in signals:
+                    if signum == signal.SIGUSR1:
+                        node.log_status()
+                        continue
                     node.log.info("stopping", signal=signal.Signals(signum).name)
                     nursery.cancel_scope.cancel()
                     return
