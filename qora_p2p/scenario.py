@@ -1,0 +1,506 @@
+"""Scenarios: N real node processes, Byzantine profiles and a fault schedule, from one TOML file.
+
+Theory of operation
+-------------------
+A scenario file (``scenarios/*.toml``) names everything a run needs::
+
+    name = "quickstart"
+    seed = 7                         # Byzantine placement, data split, attack randomness
+    rounds = 25
+
+    [network]
+    nodes = 10
+
+    [genesis]                        # what every member agrees on (see qora_p2p.genesis)
+    model = "logistic"               # logistic | mlp (with hidden = [..]) | synthetic (with dimension)
+    rule = "centered_clipping"
+    rule_params = { tau_scale = 1.0, center = "previous" }
+    reputation = true
+    timing = { collect_timeout_ms = 200 }
+
+    [workload]                       # every member's local training (profiles may override)
+    dataset = "digits"
+    partition = "dirichlet"
+    alpha = 0.5
+    epochs = 2
+
+    [[byzantine]]                    # profiles from nodes/ (or a path), with counts
+    profile = "sign_flip"
+    count = 1
+
+    [[faults]]                       # when the first honest member commits at_round (or at_s seconds in)
+    at_round = 5
+    action = "kill"                  # kill | restart | stop | continue | start | partition | heal | delay | drop
+    nodes = [2]                      # member indices (partition: groups = [[...], [...]])
+
+Byzantine members are placed at indices drawn from the seed. Members named by a ``start`` fault
+start late. Every value is validated on load; an error names the field (``faults[2].action``).
+
+`run_scenario` writes the network, starts the processes (`qora_p2p.cluster`), applies faults as
+their triggers come, prints one progress line per round (honest accuracy, hash agreement, bans),
+then stops everything and writes the run directory (see `qora_p2p.report`).
+
+Partitions and link faults are injected in each node's transport (a fault file the node re-reads):
+messages between the groups are dropped in both directions while TCP connections stay up. The
+report says so. (Real packet filtering would need a network namespace per run.)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qora_p2p.cluster import LocalCluster
+from qora_p2p.errors import ConfigError
+from qora_p2p.genesis import ModelSpec, Timing
+from qora_p2p.ledger import LedgerParams
+from qora_p2p.learning.training import TrainingConfig
+from qora_p2p.profile import Profile, load_profile
+
+__all__ = ["Fault", "Scenario", "ScenarioRun", "load_scenario", "parse_scenario", "run_scenario"]
+
+NODES_MAX = 64  # processes on one machine; beyond this use several machines
+ROUNDS_MAX = 10_000
+ACTIONS = ("kill", "restart", "stop", "continue", "start", "partition", "heal", "delay", "drop")
+PARTITION_METHOD = "transport fault injection (messages between groups dropped in both directions; TCP connections stay up)"
+POLL_S = 0.25  # how often the runner looks at the nodes
+SCENARIO_BYTES_MAX = 256 << 10
+DIGITS_FEATURES, DIGITS_CLASSES = 64, 10
+BREAST_CANCER_FEATURES, BREAST_CANCER_CLASSES = 30, 2
+
+
+@dataclass(frozen=True)
+class Fault:
+    action: str
+    nodes: tuple[int, ...] = ()
+    groups: tuple[tuple[int, ...], ...] = ()
+    at_round: int | None = None
+    at_s: float | None = None
+    delay_ms: int = 0
+    drop: float = 0.0
+
+    def describe(self) -> str:
+        when = f"round {self.at_round}" if self.at_round is not None else f"{self.at_s:g} s"
+        target = f" groups {[list(g) for g in self.groups]}" if self.groups else (f" nodes {list(self.nodes)}" if self.nodes else "")
+        extra = f" {self.delay_ms} ms" if self.action == "delay" else (f" p={self.drop:g}" if self.action == "drop" else "")
+        return f"at {when}: {self.action}{target}{extra}"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    seed: int
+    rounds: int
+    nodes: int
+    model: ModelSpec
+    rule: str
+    rule_params: Mapping[str, Any]
+    frac_bits: int | None
+    reputation: bool
+    timing: Timing
+    workload: Mapping[str, Any]
+    byzantine: tuple[tuple[str, int], ...]  # (profile name or path, count)
+    faults: tuple[Fault, ...]
+    stall_timeout_s: float
+    source: Path | None = None
+    profiles: dict[str, tuple[Path, Profile]] = field(default_factory=dict)
+
+    @property
+    def byzantine_count(self) -> int:
+        return sum(count for _, count in self.byzantine)
+
+
+class _Reader:
+    def __init__(self, table: Mapping[str, Any], path: str) -> None:
+        self.table, self.path = table, path
+
+    def where(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, kinds: Any, default: Any = ..., low: float | None = None, high: float | None = None) -> Any:
+        if key not in self.table:
+            if default is ...:
+                raise ConfigError(f"{self.where(key)}: required")
+            return default
+        value = self.table[key]
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            raise ConfigError(f"{self.where(key)}: must be {' or '.join(k.__name__ for k in kinds)}, got {value!r}")
+        if low is not None and value < low or high is not None and value > high:
+            raise ConfigError(f"{self.where(key)}: must be in {low}..{high}, got {value!r}")
+        return value
+
+    def only(self, *keys: str) -> None:
+        unknown = sorted(set(self.table) - set(keys))
+        if unknown:
+            raise ConfigError(f"{self.where(unknown[0])}: unknown key (known: {', '.join(keys)})")
+
+
+def _model(genesis: _Reader, dataset: str) -> ModelSpec:
+    kind = genesis.get("model", str, "logistic")
+    seed = genesis.get("model_seed", int, 0, 0, 2**31)
+    if kind == "synthetic":
+        return ModelSpec("synthetic", genesis.get("dimension", int, 1000, 1, 2**24), seed)
+    if kind not in ("logistic", "mlp"):
+        raise ConfigError(f"{genesis.where('model')}: must be logistic, mlp or synthetic, got {kind!r}")
+    shapes = {"digits": (DIGITS_FEATURES, DIGITS_CLASSES), "breast_cancer": (BREAST_CANCER_FEATURES, BREAST_CANCER_CLASSES)}
+    if dataset in shapes:
+        features, classes = shapes[dataset]
+    else:
+        features = genesis.get("features", int, low=1, high=2**20)
+        classes = genesis.get("classes", int, low=2, high=2**16)
+    hidden: tuple[int, ...] = ()
+    if kind == "mlp":
+        widths = genesis.get("hidden", list, [32])
+        if not widths or not all(isinstance(width, int) and not isinstance(width, bool) and 1 <= width <= 65_536 for width in widths):
+            raise ConfigError(f"{genesis.where('hidden')}: must be a list of widths in 1..65536")
+        hidden = tuple(widths)
+    sizes = (features, *hidden, classes)
+    dimension = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    return ModelSpec(kind, dimension, seed, features, classes, hidden)
+
+
+def _fault(reader: _Reader, nodes: int) -> Fault:
+    reader.only("at_round", "at_s", "action", "nodes", "groups", "delay_ms", "drop")
+    action = reader.get("action", str)
+    if action not in ACTIONS:
+        raise ConfigError(f"{reader.where('action')}: must be one of {', '.join(ACTIONS)}, got {action!r}")
+    at_round = reader.get("at_round", int, None, 0, ROUNDS_MAX)
+    at_s = reader.get("at_s", (int, float), None, 0, 86_400)
+    if (at_round is None) == (at_s is None):
+        raise ConfigError(f"{reader.where('at_round')}: give exactly one of at_round and at_s")
+
+    def members(values: Any, where: str) -> tuple[int, ...]:
+        if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < nodes for v in values):
+            raise ConfigError(f"{reader.where(where)}: must be a list of member indices in 0..{nodes - 1}")
+        return tuple(values)
+
+    listed = members(reader.get("nodes", list, []), "nodes")
+    groups: tuple[tuple[int, ...], ...] = ()
+    if action == "partition":
+        raw = reader.get("groups", list)
+        groups = tuple(members(group, "groups") for group in raw)
+        flat = [member for group in groups for member in group]
+        if len(groups) < 2 or len(flat) != len(set(flat)):
+            raise ConfigError(f"{reader.where('groups')}: need at least two disjoint groups")
+    elif action in ("kill", "restart", "stop", "continue", "start") and not listed:
+        raise ConfigError(f"{reader.where('nodes')}: {action} needs the members it acts on")
+    delay_ms = reader.get("delay_ms", int, 0, 0, 10_000)
+    drop = float(reader.get("drop", (int, float), 0.0, 0.0, 1.0))
+    return Fault(action, listed, groups, at_round, None if at_s is None else float(at_s), delay_ms, drop)
+
+
+def parse_scenario(document: Mapping[str, Any], source: Path | None = None) -> Scenario:
+    """Validate a parsed scenario document.
+
+    Raises:
+        ConfigError: the message names the field at fault.
+    """
+    root = _Reader(document, "")
+    root.only("name", "description", "seed", "rounds", "stall_timeout_s", "network", "genesis", "workload", "byzantine", "faults")
+    name = root.get("name", str, source.stem if source else "scenario")
+    network = _Reader(root.get("network", dict), "network")
+    network.only("nodes")
+    nodes = network.get("nodes", int, low=1, high=NODES_MAX)
+    workload = dict(root.get("workload", dict, {}))
+    workload_reader = _Reader(workload, "workload")
+    workload_reader.only("dataset", "partition", "alpha", "data_seed", *[item for item in TrainingConfig.__dataclass_fields__])
+    dataset = workload_reader.get("dataset", str, "digits")
+    genesis = _Reader(root.get("genesis", dict, {}), "genesis")
+    genesis.only("model", "model_seed", "dimension", "features", "classes", "hidden", "rule", "rule_params", "frac_bits", "reputation", "timing")
+    timing_table = _Reader(genesis.get("timing", dict, {}), "genesis.timing")
+    timing_table.only(*Timing.__dataclass_fields__)
+    timing = Timing(**{key: timing_table.get(key, int, low=1, high=3_600_000) for key in timing_table.table})
+    rule = genesis.get("rule", str, "centered_clipping")
+    default_params = {"tau_scale": 1.0, "center": "previous"} if rule.endswith("centered_clipping") else {}
+    byzantine = []
+    for index, item in enumerate(root.get("byzantine", list, [])):
+        reader = _Reader(item if isinstance(item, dict) else {}, f"byzantine[{index}]")
+        if not isinstance(item, dict):
+            raise ConfigError(f"byzantine[{index}]: must be a table")
+        reader.only("profile", "count")
+        byzantine.append((reader.get("profile", str), reader.get("count", int, 1, 0, NODES_MAX)))
+    faults = []
+    for index, item in enumerate(root.get("faults", list, [])):
+        if not isinstance(item, dict):
+            raise ConfigError(f"faults[{index}]: must be a table")
+        faults.append(_fault(_Reader(item, f"faults[{index}]"), nodes))
+    scenario = Scenario(
+        name=name,
+        description=root.get("description", str, ""),
+        seed=root.get("seed", int, 0, 0, 2**31),
+        rounds=root.get("rounds", int, 20, 1, ROUNDS_MAX),
+        nodes=nodes,
+        model=_model(genesis, dataset),
+        rule=rule,
+        rule_params=dict(genesis.get("rule_params", dict, default_params)),
+        frac_bits=genesis.get("frac_bits", int, None, 8, 24),
+        reputation=genesis.get("reputation", bool, True),
+        timing=timing,
+        workload=workload,
+        byzantine=tuple(byzantine),
+        faults=tuple(faults),
+        stall_timeout_s=float(root.get("stall_timeout_s", (int, float), 90, 1, 86_400)),
+        source=source,
+    )
+    if scenario.byzantine_count >= nodes:
+        raise ConfigError(f"byzantine: {scenario.byzantine_count} Byzantine members leave no honest member of {nodes}")
+    scenario.profiles.update({profile: _resolve_profile(profile, source) for profile, _ in byzantine})
+    return scenario
+
+
+def _resolve_profile(name: str, source: Path | None) -> tuple[Path, Profile]:
+    """A profile by path, or by name in ``nodes/`` (beside the scenario's folder, then here)."""
+    candidates = [Path(name)] if name.endswith(".toml") else []
+    bases = ([source.resolve().parent.parent / "nodes", source.resolve().parent / "nodes"] if source else []) + [Path("nodes")]
+    candidates += [base / f"{name}.toml" for base in bases]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve(), load_profile(candidate)
+    raise ConfigError(f"profile {name!r}: no file {name}.toml in {', '.join(str(base) for base in bases)}")
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file.
+
+    Raises:
+        ConfigError: unreadable, not TOML, or invalid (the message names the field).
+    """
+    source = Path(path)
+    try:
+        data = source.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read scenario {source}: {error.strerror or error}") from error
+    if len(data) > SCENARIO_BYTES_MAX:
+        raise ConfigError(f"scenario {source} is larger than {SCENARIO_BYTES_MAX} bytes")
+    try:
+        document = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"scenario {source} is not valid TOML: {error}") from error
+    return parse_scenario(document, source)
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+@dataclass
+class ScenarioRun:
+    """What happened in a run (the report is made from it)."""
+
+    scenario: Scenario
+    directory: Path
+    roles: dict[int, str]  # member -> profile name ("honest" for honest members)
+    reference: int  # the honest member whose log lines the report prefers (the others' fill gaps)
+    applied: list[dict[str, Any]] = field(default_factory=list)
+    finished: bool = False
+    interrupted: bool = False
+    failure: str | None = None
+    seconds: float = 0.0
+    killed: set[int] = field(default_factory=set)  # members killed and not (yet) restarted
+
+    @property
+    def honest(self) -> list[int]:
+        return [member for member, role in sorted(self.roles.items()) if role == "honest"]
+
+
+def assign_roles(scenario: Scenario) -> dict[int, str]:
+    """Byzantine members at indices drawn from the scenario seed; the rest honest."""
+    rng = random.Random(f"qora-scenario/{scenario.seed}")
+    chosen = rng.sample(range(scenario.nodes), scenario.byzantine_count)
+    roles = dict.fromkeys(range(scenario.nodes), "honest")
+    position = 0
+    for profile, count in scenario.byzantine:
+        for member in chosen[position : position + count]:
+            roles[member] = profile
+        position += count
+    return roles
+
+
+def _node_args(scenario: Scenario, role: str, fault_file: Path) -> list[str]:
+    workload = scenario.workload
+    args = ["--data-seed", str(workload.get("data_seed", scenario.seed)), "--fault-file", str(fault_file)]
+    for key, flag in (("dataset", "--dataset"), ("partition", "--partition"), ("alpha", "--alpha"), ("epochs", "--epochs"), ("learning_rate", "--learning-rate"), ("batch_size", "--batch-size")):
+        if key in workload:
+            args += [flag, str(workload[key])]
+    if role != "honest":
+        args += ["--profile", str(scenario.profiles[role][0])]
+    return args
+
+
+class _Tail:
+    """New JSON lines of a node log since the last call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = path, 0
+
+    def lines(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        items = []
+        for line in data[:end].splitlines():
+            if line.startswith(b"{"):
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(item, dict):
+                    items.append(item)
+        return items
+
+
+def _write_faults(cluster: LocalCluster, blocked: dict[int, set[int]], delay_ms: int, drop: float) -> None:
+    for index in range(cluster.genesis.size):
+        path = cluster.directory / "faults" / f"{cluster.names[index]}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"blocked": sorted(blocked.get(index, ())), "delay_ms": delay_ms, "drop": drop}))
+        temporary.replace(path)
+
+
+def run_scenario(
+    scenario: Scenario,
+    out: Path,
+    *,
+    on_round: Callable[[int, dict[str, Any]], None] | None = None,
+    on_fault: Callable[[dict[str, Any]], None] | None = None,
+) -> ScenarioRun:
+    """Run ``scenario`` with its network under ``out``; see the module notes.
+
+    Triggers and progress follow the most advanced honest member (any one may be killed).
+    ``on_round(round, status)`` is called once per round as the first honest member commits it, with
+    the honest accuracy, whether every honest member that has the round agrees on its hash, and the
+    members banned so far.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    roles = assign_roles(scenario)
+    honest = [member for member, role in roles.items() if role == "honest"]
+    late = {member for fault in scenario.faults if fault.action == "start" for member in fault.nodes}
+    reference = next((member for member in honest if member not in late), honest[0])
+    run = ScenarioRun(scenario, out, roles, reference)
+    cluster = LocalCluster.create(
+        out / "network",
+        scenario.nodes,
+        model=scenario.model,
+        rule=scenario.rule,
+        rule_params=scenario.rule_params,
+        ledger=LedgerParams() if scenario.reputation else None,
+        timing=scenario.timing,
+        frac_bits=scenario.frac_bits,
+        network_id=scenario.name.replace(" ", "-")[:60] or "scenario",
+    )
+    started = time.monotonic()
+    blocked: dict[int, set[int]] = {}
+    link = {"delay_ms": 0, "drop": 0.0}
+    _write_faults(cluster, blocked, 0, 0.0)
+    node_args = {member: _node_args(scenario, roles[member], cluster.directory / "faults" / f"{cluster.names[member]}.json") for member in range(scenario.nodes)}
+    pending = list(scenario.faults)
+    tails = {member: _Tail(cluster.log_path(member)) for member in range(scenario.nodes)}
+    hashes: dict[int, dict[int, str]] = {member: {} for member in range(scenario.nodes)}
+    first_lines: dict[int, dict[str, Any]] = {}  # round -> the first honest round line seen
+    reported = 0
+    last_progress = time.monotonic()
+    try:
+        with cluster:
+            for member in range(scenario.nodes):
+                if member not in late:
+                    cluster.start(member, rounds=scenario.rounds, args=node_args[member], linger_s=5.0)
+            while True:
+                for member, tail in tails.items():
+                    for line in tail.lines():
+                        if line.get("event") == "round_committed":
+                            hashes[member][line["round"]] = line["hash"]
+                            if roles[member] == "honest":
+                                first_lines.setdefault(line["round"], line)
+                                last_progress = time.monotonic()
+                        elif line.get("event") == "caught_up":
+                            last_progress = time.monotonic()
+                committed = max(first_lines, default=0)
+                while reported < committed:
+                    reported += 1
+                    line = first_lines.get(reported)
+                    if line is None:
+                        continue  # every honest member caught up past it (no round line)
+                    holders = [hashes[m][reported] for m in honest if reported in hashes[m]]
+                    status = {
+                        "accuracy": line.get("accuracy"),
+                        "agree": len(set(holders)) <= 1,
+                        "holders": len(holders),
+                        "banned": line.get("banned", []),
+                        "view": line.get("view"),
+                        "ms": line.get("total_ms"),
+                    }
+                    if on_round is not None:
+                        on_round(reported, status)
+                elapsed = time.monotonic() - started
+                for fault in list(pending):
+                    due = fault.at_round is not None and committed >= fault.at_round or fault.at_s is not None and elapsed >= fault.at_s
+                    if due:
+                        pending.remove(fault)
+                        _apply(cluster, fault, run, node_args, blocked, link)
+                        event = {"fault": fault.describe(), "seconds": round(elapsed, 2), "round": committed}
+                        run.applied.append(event)
+                        if on_fault is not None:
+                            on_fault(event)
+                        last_progress = time.monotonic()
+                expected = [m for m in honest if m not in run.killed]
+                if not pending and all(max(hashes[m], default=0) >= scenario.rounds or cluster.returncode(m) == 0 for m in expected):
+                    run.finished = True
+                    break
+                if time.monotonic() - last_progress > scenario.stall_timeout_s:
+                    run.failure = f"no round committed for {scenario.stall_timeout_s:.0f} s (stuck at round {committed})"
+                    break
+                crashed = [m for m in expected if cluster.returncode(m) not in (None, 0)]
+                if crashed:
+                    run.failure = f"honest member(s) {crashed} exited with an error; see their logs"
+                    break
+                time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        run.interrupted = True
+        run.failure = "interrupted"
+    run.seconds = time.monotonic() - started
+    return run
+
+
+def _apply(cluster: LocalCluster, fault: Fault, run: ScenarioRun, node_args: dict[int, list[str]], blocked: dict[int, set[int]], link: dict[str, Any]) -> None:
+    action = fault.action
+    for member in fault.nodes:
+        if action == "kill":
+            cluster.kill(member)
+            run.killed.add(member)
+        elif action in ("restart", "start"):
+            if not cluster.alive(member):
+                cluster.start(member, rounds=run.scenario.rounds, args=node_args[member], linger_s=5.0)
+            run.killed.discard(member)
+        elif action == "stop":
+            cluster.signal(member, signal.SIGSTOP)
+        elif action == "continue":
+            cluster.signal(member, signal.SIGCONT)
+    if action == "partition":
+        blocked.clear()
+        for group in fault.groups:
+            others = {member for other in fault.groups if other is not group for member in other}
+            for member in group:
+                blocked[member] = set(others)
+    elif action == "heal":
+        blocked.clear()
+        link.update(delay_ms=0, drop=0.0)
+    elif action == "delay":
+        link["delay_ms"] = fault.delay_ms
+    elif action == "drop":
+        link["drop"] = fault.drop
+    if action in ("partition", "heal", "delay", "drop"):
+        _write_faults(cluster, blocked, link["delay_ms"], link["drop"])
