@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import statistics
-from pathlib import Path
 from typing import Any
 
 from qora_p2p.cli.node import inspect_chain

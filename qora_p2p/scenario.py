@@ -60,8 +60,8 @@ from typing import Any
 from qora_p2p.cluster import LocalCluster
 from qora_p2p.errors import ConfigError
 from qora_p2p.genesis import ModelSpec, Timing
-from qora_p2p.ledger import LedgerParams
 from qora_p2p.learning.training import TrainingConfig
+from qora_p2p.ledger import LedgerParams
 from qora_p2p.profile import Profile, load_profile
 
 __all__ = ["Fault", "Scenario", "ScenarioRun", "load_scenario", "parse_scenario", "run_scenario"]
@@ -253,11 +253,11 @@ def parse_scenario(document: Mapping[str, Any], source: Path | None = None) -> S
     )
     if scenario.byzantine_count >= nodes:
         raise ConfigError(f"byzantine: {scenario.byzantine_count} Byzantine members leave no honest member of {nodes}")
-    scenario.profiles.update({profile: _resolve_profile(profile, source) for profile, _ in byzantine})
+    scenario.profiles.update({profile: resolve_profile(profile, source) for profile, _ in byzantine})
     return scenario
 
 
-def _resolve_profile(name: str, source: Path | None) -> tuple[Path, Profile]:
+def resolve_profile(name: str, source: Path | None) -> tuple[Path, Profile]:
     """A profile by path, or by name in ``nodes/`` (beside the scenario's folder, then here)."""
     candidates = [Path(name)] if name.endswith(".toml") else []
     bases = ([source.resolve().parent.parent / "nodes", source.resolve().parent / "nodes"] if source else []) + [Path("nodes")]

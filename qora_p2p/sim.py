@@ -39,8 +39,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
 from qora_p2p.behaviour import PROTOCOL_BEHAVIOURS, Misbehaviour, Raw
 from qora_p2p.core import (
     Broadcast,
@@ -73,6 +71,7 @@ from qora_p2p.state import (
     eligible_members,
     genesis_state,
 )
+from qora_p2p.workload import synthetic_update
 
 __all__ = ["FAULT_PROFILES", "STRATEGIES", "Fault", "Links", "SimConfig", "SimResult", "Simulation", "run_simulation"]
 
@@ -418,24 +417,13 @@ class Simulation:
 
     # ------------------------------------------------------------------------ synthetic workload
 
-    def _honest_vector(self, member: int, round_number: int) -> np.ndarray:
-        """A persistent descent direction, a per-round drift and per-member noise: like successive
-        gradient steps, consecutive honest updates point the same way (the ledger relies on it)."""
-        dimension = self.config.dimension
-        base = np.random.default_rng([self.config.seed, 10**6]).normal(0.0, 0.01, dimension)
-        drift = np.random.default_rng([self.config.seed, round_number, 10**6]).normal(0.0, 0.003, dimension)
-        noise = np.random.default_rng([self.config.seed, round_number, member]).normal(0.0, 0.005, dimension)
-        return base + drift + noise
-
     def _payload(self, member: int, round_number: int, strategy: str | None) -> bytes:
-        vector = self._honest_vector(member, round_number)
+        vector = synthetic_update(self.config.seed, round_number, member, self.config.dimension)
         if strategy == "sign_flip":
             vector = -vector
         elif strategy == "scaling":
             vector = 10.0 * vector
         return to_bytes(encode_fixed(vector, self.genesis.frac_bits).values)
-
-    # ------------------------------------------------------------------------ Byzantine behaviour
 
     # ------------------------------------------------------------------------ checkers
 

@@ -38,6 +38,7 @@ import trio
 from qora_p2p.channel import ChannelLimits, SecureChannel, open_channel
 from qora_p2p.errors import (
     ChannelClosed,
+    ConfigError,
     HandshakeError,
     LocalProtocolError,
     MessageError,

@@ -37,7 +37,7 @@ from qora_p2p.learning.data import PARTITIONS, load_dataset, partition
 from qora_p2p.learning.models import build_model
 from qora_p2p.learning.training import LocalTrainer, TrainingConfig, evaluate
 
-__all__ = ["LearningWorkload", "SyntheticWorkload", "Workload", "WorkloadConfig", "build_workload"]
+__all__ = ["LearningWorkload", "SyntheticWorkload", "Workload", "WorkloadConfig", "build_workload", "synthetic_update"]
 
 Vector = npt.NDArray[np.float64]
 VIEW_ATTACKS = ("alie", "ipm", "mimic", "adaptive_alie", "adaptive_ipm")  # forge from others' updates
@@ -134,11 +134,16 @@ class SyntheticWorkload(Workload):
     """The simulator's synthetic updates (see `qora_p2p.sim`), for protocol benchmarks."""
 
     def train(self, round_number: int, model: npt.NDArray[np.int64]) -> Vector:
-        dimension, seed = self.genesis.model.dimension, self.genesis.model.seed
-        base = np.random.default_rng([seed, 10**6]).normal(0.0, 0.01, dimension)
-        drift = np.random.default_rng([seed, round_number, 10**6]).normal(0.0, 0.003, dimension)
-        noise = np.random.default_rng([seed, round_number, self.member]).normal(0.0, 0.005, dimension)
-        return base + drift + noise
+        return synthetic_update(self.genesis.model.seed, round_number, self.member, self.genesis.model.dimension)
+
+
+def synthetic_update(seed: int, round_number: int, member: int, dimension: int) -> Vector:
+    """A persistent descent direction, a per-round drift and per-member noise: like successive
+    gradient steps, consecutive honest updates point the same way (the ledger relies on it)."""
+    base = np.random.default_rng([seed, 10**6]).normal(0.0, 0.01, dimension)
+    drift = np.random.default_rng([seed, round_number, 10**6]).normal(0.0, 0.003, dimension)
+    noise = np.random.default_rng([seed, round_number, member]).normal(0.0, 0.005, dimension)
+    return base + drift + noise
 
 
 class LearningWorkload(Workload):

@@ -29,7 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from qora_p2p.errors import ConfigError, QoraError
-from qora_p2p.scenario import Scenario, ScenarioRun, _resolve_profile, load_scenario, run_scenario
+from qora_p2p.scenario import (
+    Scenario,
+    ScenarioRun,
+    load_scenario,
+    resolve_profile,
+    run_scenario,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -129,7 +135,7 @@ def _matrix(args: argparse.Namespace) -> int:
         raise ConfigError(f"--fractions: {error}") from error
     if not rules or not attacks or not all(0 <= f < 1 / 3 + 1e-9 for f in fractions):
         raise ConfigError("--rules and --attacks need at least one name; fractions must be in [0, 1/3]")
-    profiles = {attack: _resolve_profile(attack, base.source) for attack in attacks}
+    profiles = {attack: resolve_profile(attack, base.source) for attack in attacks}
     out = args.out or _default_out("matrix")
     out.mkdir(parents=True, exist_ok=True)
     results = []

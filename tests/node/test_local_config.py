@@ -1,0 +1,93 @@
+"""Local configuration a node reads: fault files, node profiles, workloads. Bad input is a
+ConfigError that says what is wrong, never a crash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qora_p2p.errors import ConfigError
+from qora_p2p.genesis import Genesis, Member, ModelSpec
+from qora_p2p.identity import Identity
+from qora_p2p.node import read_fault_file
+from qora_p2p.profile import load_profile, parse_profile
+from qora_p2p.sim import SimConfig, Simulation
+from qora_p2p.transport import LinkFaults
+from qora_p2p.workload import SyntheticWorkload, WorkloadConfig, build_workload
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _genesis(model: ModelSpec) -> Genesis:
+    keys = [Identity.from_seed(bytes([7, index]) * 16).public_key for index in range(4)]
+    return Genesis("local-config", tuple(Member(f"m{i}", key, "127.0.0.1", 9100 + i) for i, key in enumerate(keys)), model, "median", {})
+
+
+def test_fault_file_round_trip_and_errors(tmp_path):
+    """A valid fault file gives its LinkFaults; every kind of bad content is a ConfigError."""
+    path = tmp_path / "faults.json"
+    path.write_text('{"blocked": [1, 3], "delay_ms": 50, "drop": 0.1}')
+    assert read_fault_file(path, 4) == LinkFaults(frozenset({1, 3}), 50, 0.1)
+    path.write_text("")
+    assert read_fault_file(path, 4) == LinkFaults()
+    for content, problem in [
+        ("{not json", "fault file"),
+        ('{"blocked": [4]}', "member indices"),
+        ('{"blocked": "all"}', "member indices"),
+        ('{"delay_ms": 20000}', "delay_ms"),
+        ('{"drop": 2}', "drop"),
+        ('{"drop": true}', "drop"),
+        ('{"colour": 1}', "unknown key"),
+        ("[1, 2]", "JSON object"),
+    ]:
+        path.write_text(content)
+        with pytest.raises(ConfigError, match=problem):
+            read_fault_file(path, 4)
+
+
+def test_every_shipped_profile_loads_and_bad_profiles_name_the_key(tmp_path):
+    """nodes/*.toml all validate; unknown keys, attacks, behaviours and bad types are named."""
+    shipped = sorted((ROOT / "nodes").glob("*.toml"))
+    assert len(shipped) >= 15
+    byzantine = [load_profile(path).byzantine for path in shipped]
+    assert byzantine.count(False) == 1  # honest.toml
+    for document, problem in [
+        ({"attack": "teleport"}, "attack 'teleport'"),
+        ({"behaviour": "teleport"}, "behaviour 'teleport'"),
+        ({"colour": "red"}, "unknown key 'colour'"),
+        ({"training": {"epochs": 0}}, "epochs"),
+        ({"training": {"speed": 1}}, "training.speed"),
+        ({"colluders": "three"}, "colluders"),
+        ({"attack": "alie", "attack_params": {"z": "big"}}, "'z'"),
+    ]:
+        with pytest.raises(ConfigError, match=problem):
+            parse_profile(document, "p.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("attack = ")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_profile(broken)
+
+
+def test_learning_workload_checks_the_dataset_against_the_genesis_model():
+    """A dataset whose shape does not fit the genesis model is refused with both shapes named."""
+    genesis = _genesis(ModelSpec("logistic", 31 * 2, 0, 30, 2))
+    with pytest.raises(ConfigError, match="64 features and 10 classes"):
+        build_workload(genesis, 0, WorkloadConfig(dataset="digits"))
+
+
+def test_synthetic_workload_matches_the_simulator_and_attacks_forge():
+    """The node's synthetic updates are the simulator's; a sign-flip member sends minus its update."""
+    config = SimConfig(nodes=4, dimension=32, seed=5)
+    simulation = Simulation(config)
+    genesis = simulation.genesis
+    honest = SyntheticWorkload(genesis, 2, WorkloadConfig())
+    update = honest.train(3, np.zeros(32, dtype=np.int64))
+    assert honest.forge(update, [], genesis_aggregate(genesis)) == simulation._payload(2, 3, None)
+    flipping = SyntheticWorkload(genesis, 2, WorkloadConfig(attack="sign_flip"))
+    assert flipping.forge(update, [], genesis_aggregate(genesis)) == simulation._payload(2, 3, "sign_flip")
+
+
+def genesis_aggregate(genesis: Genesis) -> np.ndarray:
+    return np.zeros(genesis.model.dimension, dtype=np.int32)
