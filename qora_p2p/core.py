@@ -278,6 +278,7 @@ class NodeCore:
         self.evidence_pool: dict[int, Evidence] = {}
         self.future: list[tuple[int, Message]] = []
         self.sync_deadline = 0
+        self.sync_pending: int | None = None  # a peer to ask once sync_deadline passes
         self.gossip_deadline = now_ms + GOSSIP_INTERVAL_MS
         self.effects: list[Effect] = []
         self.now_ms = now_ms  # time of the latest input
@@ -297,6 +298,8 @@ class NodeCore:
         current = self.round
         timing = self.genesis.timing
         deadlines = [self.gossip_deadline, *current.timeouts.values(), *current.fetching.values()]
+        if self.sync_pending is not None:
+            deadlines.append(max(self.sync_deadline, self.now_ms + 1))
         if current.view0_propose_waiting:
             deadlines.append(current.started_ms + timing.round_timeout_ms)
         if current.consensus.view in current.wanted_views:
@@ -346,6 +349,8 @@ class NodeCore:
     def handle_timer(self, now_ms: int) -> None:
         """Fire everything due at ``now_ms``."""
         self.now_ms = max(self.now_ms, now_ms)
+        if self.sync_pending is not None and now_ms >= self.sync_deadline:
+            self._request_sync(self.sync_pending, now_ms)
         current = self.round
         for key, deadline in sorted(current.timeouts.items(), key=lambda item: item[1]):
             if deadline <= now_ms and current is self.round:
@@ -976,7 +981,9 @@ class NodeCore:
 
     def _request_sync(self, peer: int, now_ms: int) -> None:
         if now_ms < self.sync_deadline:
+            self.sync_pending = peer  # asked too soon after the last request: ask when allowed
             return
+        self.sync_pending = None
         self.sync_deadline = now_ms + SYNC_RETRY_MS
         self.effects.append(Send(peer, SyncRequest(self.round.number, SYNC_RECORDS_MAX, True)))
 

@@ -40,19 +40,19 @@ def test_kill_restart_and_partition_heal_with_five_nodes(tmp_path):
     member ends with every round, and all chains verify and agree."""
     scenario = _scenario(
         5,
-        10,
+        14,
         [
             {"at_round": 2, "action": "kill", "nodes": [1]},
             {"at_round": 4, "action": "restart", "nodes": [1]},
             {"at_round": 5, "action": "partition", "groups": [[0, 2, 3, 4], [1]]},
-            {"at_round": 7, "action": "heal"},
+            {"at_round": 10, "action": "heal"},
         ],
     )
     run = run_scenario(scenario, tmp_path)
     summary = write_report(run)
     _check(run, summary)
     assert [event["fault"].split(": ")[1].split(" ")[0] for event in summary["faults"]] == ["kill", "restart", "partition", "heal"]
-    assert (tmp_path / "latency.png").stat().st_size > 0 and (tmp_path / "rounds.csv").read_text().count("\n") == 11
+    assert (tmp_path / "latency.png").stat().st_size > 0 and (tmp_path / "rounds.csv").read_text().count("\n") == 15
 
 
 @pytest.mark.slow
