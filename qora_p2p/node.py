@@ -272,7 +272,7 @@ class Node:
             core.receive(event[1], event[2], now)
         elif kind == "trained":
             _, round_number, update = event
-            if self.workload.config.attack == "none" or not self.workload.wants_view:
+            if not self.workload.wants_view:
                 self._submit(round_number, self._payload(update, round_number), now)
             else:
                 self.forge = (round_number, update, now + self.workload.config.view_wait_ms)
@@ -280,8 +280,6 @@ class Node:
             _, request, result, seconds = event
             self.timing.compute_s += seconds
             core.computed(request, result, now)
-        elif kind == "payload":
-            self._submit(event[1], event[2], now)
 
     def _payload(self, update: np.ndarray, round_number: int) -> bytes:
         assert self.core is not None
