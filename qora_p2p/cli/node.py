@@ -169,9 +169,24 @@ def _run(args: argparse.Namespace) -> int:
         behaviour_seed=profile.workload.data_seed * 1024 + member,
         fault_file=args.fault_file,
     )
+    Store(settings.data_dir, genesis, identity.public_key).close()  # refuse a foreign data directory before starting
     node = Node(genesis, identity, workload, settings)
-    trio.run(_serve_until_signal, node)
+    try:
+        trio.run(_serve_until_signal, node)
+    except BaseExceptionGroup as group:
+        # A nursery wraps what a task raised; a configuration or store error stays what it is.
+        known = group.subgroup(lambda error: isinstance(error, ConfigError | StoreError))
+        if known is not None and known.exceptions:
+            raise _first(known) from group
+        raise
     return EXIT_OK
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 async def _serve_until_signal(node: Node) -> None:

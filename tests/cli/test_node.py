@@ -1,0 +1,61 @@
+"""qora-node's command line: bad input gets a clear message and a documented exit code, before any
+socket is opened; inspect verifies what it prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qora_p2p.cli.keys import main as keys_main
+from qora_p2p.cli.node import EXIT_STORE, EXIT_USAGE, main
+from qora_p2p.genesis import load_genesis
+from qora_p2p.identity import Identity, write_key_file
+from qora_p2p.store import Store
+
+
+@pytest.fixture
+def network(tmp_path) -> Path:
+    assert keys_main(["network", "--nodes", "4", "--out", str(tmp_path / "net"), "--model", "synthetic", "--dimension", "16"]) == 0
+    return tmp_path / "net"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--rounds", "0"], "--rounds must be at least 1"),
+        (["--linger", "-1"], "--linger"),
+        (["--attack", "teleport"], "teleport"),
+        (["--behaviour", "teleport"], "teleport"),
+        (["--profile", "/nonexistent/profile.toml"], "cannot read profile"),
+        (["--partition", "iid", "--alpha", "0"], "alpha"),
+    ],
+)
+def test_bad_flags_exit_2_with_the_reason(network, capsys, extra, message):
+    """Each bad flag is refused with exit code 2 and a message naming it."""
+    code = main(["--peers", str(network / "peers.toml"), "--key", str(network / "keys" / "node-00.key"), *extra])
+    assert code == EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
+def test_a_key_outside_the_network_is_refused(network, tmp_path, capsys):
+    """A valid key that is not a member: exit 2, naming its public key."""
+    stranger = tmp_path / "stranger.key"
+    write_key_file(stranger, Identity.generate())
+    assert main(["--peers", str(network / "peers.toml"), "--key", str(stranger)]) == EXIT_USAGE
+    assert "is not a member" in capsys.readouterr().err
+
+
+def test_a_data_directory_of_another_member_exits_3(network, tmp_path, capsys):
+    """Starting with another member's data directory is refused before anything is written."""
+    genesis = load_genesis(network / "peers.toml")
+    Store(tmp_path / "data", genesis, genesis.members[1].public_key).close()
+    code = main(["--peers", str(network / "peers.toml"), "--key", str(network / "keys" / "node-00.key"), "--data-dir", str(tmp_path / "data"), "--log-format", "json"])
+    assert code == EXIT_STORE
+    assert "another member" in capsys.readouterr().err
+
+
+def test_inspect_of_a_missing_directory_exits_3(tmp_path, capsys):
+    """inspect on a directory with no node database says so."""
+    assert main(["inspect", "--data-dir", str(tmp_path)]) == EXIT_STORE
+    assert "no node database" in capsys.readouterr().err
