@@ -145,6 +145,7 @@ class Node:
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[str, Any]](INBOX_EVENTS_MAX)
         self._clock_origin = 0.0
         self._nursery: trio.Nursery | None = None
+        self._training = trio.Lock()
 
     # ------------------------------------------------------------------------------- public
 
@@ -348,7 +349,11 @@ class Node:
             self.misbehaviour.sent(data)
 
     async def _train(self, effect: Train) -> None:
-        update = await trio.to_thread.run_sync(self.workload.train, effect.round, effect.model)
+        # One training at a time; a round that ended while waiting (we caught up past it) is skipped.
+        async with self._training:
+            if self.core is None or self.core.round.number != effect.round:
+                return
+            update = await trio.to_thread.run_sync(self.workload.train, effect.round, effect.model)
         await self._inbox_send.send(("trained", effect.round, update))
 
     async def _compute(self, effect: Compute) -> None:
