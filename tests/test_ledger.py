@@ -15,14 +15,18 @@ def conforming(members, deviation=100):
 
 
 def test_conforming_members_gain_and_deviating_ones_lose():
-    """Within 3x the median deviation and not opposing earns the reward; outlying or opposing
-    costs the penalty; an absent member keeps its reputation (no absence penalty by default)."""
-    ledger = Ledger.genesis(5, PARAMS)
-    observations = conforming([0, 1]) + [Observation(2, 301, False), Observation(3, 100, True)]
+    """Within 3x the median deviation and not opposing earns the reward; outlying costs the
+    penalty, opposing alone the smaller opposing penalty, both together the penalty once; an absent
+    member keeps its reputation (no absence penalty by default)."""
+    ledger = Ledger.genesis(6, PARAMS)
+    observations = conforming([0, 1]) + [Observation(2, 301, False), Observation(3, 100, True), Observation(4, 301, True)]
     after, effects = apply_round(ledger, PARAMS, 1, observations, ban_capacity=1)
     reputation = [standing.reputation for standing in after.standings]
     start = PARAMS.initial
-    assert reputation == [start + PARAMS.reward] * 2 + [start - PARAMS.penalty] * 2 + [start]
+    assert reputation == [start + PARAMS.reward] * 2 + [start - PARAMS.penalty, start - PARAMS.opposing_penalty, start - PARAMS.penalty, start]
+    lenient = LedgerParams(opposing_penalty=PARAMS.reward)
+    after, _ = apply_round(ledger, lenient, 1, observations, ban_capacity=1)
+    assert [standing.reputation for standing in after.standings][2:5] == [start - lenient.penalty, start - lenient.reward, start - lenient.penalty]
     assert effects.banned == ()
 
 
