@@ -1,7 +1,6 @@
 """The in-process federation learns, is reproducible, and shows robust rules holding where the
 mean fails."""
 
-import numpy as np
 import pytest
 
 from qora_p2p.errors import AggregationError, LearningError

@@ -1,6 +1,5 @@
 """Tendermint (Algorithm 1) as a pure state machine: each rule, locks, timeouts, view changes."""
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
