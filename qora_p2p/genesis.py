@@ -393,6 +393,26 @@ def parse_genesis(document: Mapping[str, Any], origin: str = "genesis") -> Genes
     return genesis
 
 
+def read_toml(path: str | Path, what: str, bytes_max: int) -> dict[str, Any]:
+    """A small TOML file's document (profiles, scenarios).
+
+    Raises:
+        ConfigError: unreadable, larger than ``bytes_max``, not UTF-8 or not TOML; the message
+            says ``what`` the file was meant to be.
+    """
+    source = Path(path)
+    try:
+        data = source.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read {what} {source}: {error.strerror or error}") from error
+    if len(data) > bytes_max:
+        raise ConfigError(f"{what} {source} is larger than {bytes_max} bytes")
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{what} {source} is not valid TOML: {error}") from error
+
+
 def load_genesis(path: str | Path) -> Genesis:
     """Read and validate ``peers.toml``.
 

@@ -25,7 +25,6 @@ the profile.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 from qora_p2p.behaviour import PROTOCOL_BEHAVIOURS
 from qora_p2p.errors import ConfigError, LearningError
+from qora_p2p.genesis import read_toml
 from qora_p2p.learning.attacks import ATTACKS
 from qora_p2p.learning.training import TrainingConfig
 from qora_p2p.workload import WorkloadConfig
@@ -111,16 +111,7 @@ def load_profile(path: str | Path) -> Profile:
         ConfigError: missing, too large, not TOML, or invalid (the message names the key).
     """
     source = Path(path)
-    try:
-        data = source.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"cannot read profile {source}: {error.strerror or error}") from error
-    if len(data) > PROFILE_BYTES_MAX:
-        raise ConfigError(f"profile {source} is larger than {PROFILE_BYTES_MAX} bytes")
-    try:
-        document = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"profile {source} is not valid TOML: {error}") from error
+    document = read_toml(source, "profile", PROFILE_BYTES_MAX)
     return parse_profile(document, str(source))
 
 

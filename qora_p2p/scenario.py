@@ -51,7 +51,6 @@ import json
 import random
 import signal
 import time
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +58,7 @@ from typing import Any
 
 from qora_p2p.cluster import LocalCluster
 from qora_p2p.errors import ConfigError
-from qora_p2p.genesis import ModelSpec, Timing
+from qora_p2p.genesis import ModelSpec, Timing, read_toml
 from qora_p2p.learning.training import TrainingConfig
 from qora_p2p.ledger import LedgerParams
 from qora_p2p.profile import Profile, load_profile
@@ -275,16 +274,7 @@ def load_scenario(path: str | Path) -> Scenario:
         ConfigError: unreadable, not TOML, or invalid (the message names the field).
     """
     source = Path(path)
-    try:
-        data = source.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"cannot read scenario {source}: {error.strerror or error}") from error
-    if len(data) > SCENARIO_BYTES_MAX:
-        raise ConfigError(f"scenario {source} is larger than {SCENARIO_BYTES_MAX} bytes")
-    try:
-        document = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"scenario {source} is not valid TOML: {error}") from error
+    document = read_toml(source, "scenario", SCENARIO_BYTES_MAX)
     return parse_scenario(document, source)
 
 
