@@ -253,6 +253,18 @@ class Transport:
 
     # ------------------------------------------------------------------------------- dialing
 
+    async def _handshake(self, stream: trio.SocketStream, dialed: bytes | None) -> SecureChannel:
+        """The channel handshake: as initiator towards ``dialed``, or as responder to any member."""
+        return await open_channel(
+            stream,
+            self.identity,
+            genesis_hash=self.genesis.hash,
+            members=self.members,
+            initiator=dialed is not None,
+            expected_peer=dialed,
+            limits=self.channel_limits,
+        )
+
     async def _dial_forever(self, peer: _Peer) -> None:
         backoff = self.limits.backoff_initial_ms
         while True:
@@ -260,15 +272,7 @@ class Transport:
             try:
                 with trio.fail_after(self.limits.connect_timeout_ms / 1000):
                     stream = await trio.open_tcp_stream(peer.host, peer.port)
-                channel = await open_channel(
-                    stream,
-                    self.identity,
-                    genesis_hash=self.genesis.hash,
-                    members=self.members,
-                    initiator=True,
-                    expected_peer=peer.key,
-                    limits=self.channel_limits,
-                )
+                channel = await self._handshake(stream, peer.key)
             except (OSError, trio.TooSlowError, HandshakeError) as error:
                 if backoff >= self.limits.backoff_max_ms:
                     log.debug("dial_failed", peer=peer.index, error=str(error))
@@ -299,14 +303,7 @@ class Transport:
         self.handshakes += 1
         self.per_address[address] = self.per_address.get(address, 0) + 1
         try:
-            channel = await open_channel(
-                stream,
-                self.identity,
-                genesis_hash=self.genesis.hash,
-                members=self.members,
-                initiator=False,
-                limits=self.channel_limits,
-            )
+            channel = await self._handshake(stream, None)
         except HandshakeError as error:
             log.info("handshake_refused", address=address, error=str(error))
             return

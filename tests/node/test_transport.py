@@ -1,7 +1,12 @@
-"""Transport limits that need no network: bounded send queues and injected link faults."""
+"""Transport limits that need no network: bounded send queues, injected link faults, and the
+penalty limit that drops a misbehaving connection (over an in-memory stream)."""
 
 from __future__ import annotations
 
+import trio
+import trio.testing
+
+from qora_p2p.channel import open_channel
 from qora_p2p.genesis import Genesis, Member, ModelSpec
 from qora_p2p.identity import Identity
 from qora_p2p.transport import LinkFaults, Transport, TransportLimits
@@ -43,3 +48,37 @@ def test_blocked_peers_get_nothing():
     stats = transport.statistics()
     assert stats[3].queued_messages == 0 and stats[1].queued_messages == stats[2].queued_messages == 1
     assert transport.fault_dropped == 1
+
+
+async def test_a_peer_sending_garbage_is_disconnected_after_the_penalty_limit():
+    """Undecodable messages count against the connection; at penalties_max it is dropped, and
+    nothing reaches the node."""
+    identities = [Identity.from_seed(bytes([9, index]) * 16) for index in range(4)]
+    delivered = []
+    transport = _transport(TransportLimits(penalties_max=5))
+    transport.on_message = lambda peer, message: delivered.append(message)
+    members = frozenset(identity.public_key for identity in identities)
+    ours, theirs = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        result = {}
+
+        async def responder() -> None:
+            result["channel"] = await open_channel(ours, identities[0], genesis_hash=transport.genesis.hash, members=members, initiator=False)
+
+        nursery.start_soon(responder)
+        peer_end = await open_channel(theirs, identities[1], genesis_hash=transport.genesis.hash, members=members, initiator=True, expected_peer=identities[0].public_key)
+    async with trio.open_nursery() as nursery:
+
+        async def garbage() -> None:
+            try:
+                for _ in range(20):
+                    await peer_end.send(b"\xc1 not msgpack")
+            except trio.BrokenResourceError:
+                pass  # the member hung up on us: what the test expects
+
+        nursery.start_soon(garbage)
+        with trio.fail_after(10):
+            dropped = await transport._serve(transport.peers[1], result["channel"])
+        nursery.cancel_scope.cancel()
+    assert dropped and delivered == []
+    assert transport.statistics()[1].penalties >= 5 and not transport.statistics()[1].connected
