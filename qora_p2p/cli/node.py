@@ -62,6 +62,16 @@ EXIT_STORE = 3
 EXIT_UNVERIFIED = 4
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is at the time of writing (it may be replaced after logging is set up)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(log_format: str, level: str = "info") -> None:
     """structlog to stderr: JSON lines, or a console renderer on a terminal."""
     renderer: Any
@@ -77,7 +87,7 @@ def configure_logging(log_format: str, level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(_Stderr()),
         cache_logger_on_first_use=False,
     )
 
