@@ -32,7 +32,7 @@ if __package__ in (None, ""):
 
 from benchmarks.common import emit_json, machine, print_table
 from qora_p2p.learning import FederationConfig, TrainingConfig, run_federation
-from qora_p2p.ledger import LedgerParams
+from qora_p2p.protocol.ledger import LedgerParams
 
 ATTACKS = (
     "sign_flip",

@@ -42,8 +42,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import emit_json, machine, print_table
-from qora_p2p.cluster import LocalCluster
-from qora_p2p.genesis import ModelSpec, Timing
+from qora_p2p.testnet.cluster import LocalCluster
+from qora_p2p.protocol.genesis import ModelSpec, Timing
 
 UPDATE_HEADER_BYTES = 180  # msgpack framing, round, hashes, sender, signature around the payload
 TARGETS_MS = {(10, 100_000): 300.0, (4, 100_000): 100.0}

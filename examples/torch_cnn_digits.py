@@ -17,7 +17,7 @@ import torch
 
 from qora_p2p.learning import FederationConfig, TrainingConfig, run_federation
 from qora_p2p.learning.torch_adapter import TorchModel
-from qora_p2p.ledger import LedgerParams
+from qora_p2p.protocol.ledger import LedgerParams
 
 
 def small_cnn() -> torch.nn.Module:

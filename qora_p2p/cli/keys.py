@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 from qora_p2p.errors import ConfigError, KeyFileError, KeyFormatError
-from qora_p2p.genesis import ModelSpec, create_network, free_ports
+from qora_p2p.protocol.genesis import ModelSpec, create_network, free_ports
 from qora_p2p.identity import Identity, public_key_hex, read_key_file, write_key_file
-from qora_p2p.ledger import LedgerParams
+from qora_p2p.protocol.ledger import LedgerParams
 
 EXIT_USAGE = 2
 EXIT_EXISTS = 3

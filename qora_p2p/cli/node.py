@@ -47,14 +47,14 @@ from qora_p2p.errors import (
     MessageError,
     SignatureError,
 )
-from qora_p2p.genesis import load_genesis
+from qora_p2p.protocol.genesis import load_genesis
 from qora_p2p.identity import public_key_hex, read_key_file
-from qora_p2p.ledger import ONE
-from qora_p2p.node import Node, NodeSettings
-from qora_p2p.profile import Profile, load_profile, with_overrides
-from qora_p2p.state import chain_origin
-from qora_p2p.store import Store, StoreError, open_genesis_of
-from qora_p2p.workload import build_workload
+from qora_p2p.protocol.ledger import ONE
+from qora_p2p.node.driver import Node, NodeSettings
+from qora_p2p.testnet.profile import Profile, load_profile, with_overrides
+from qora_p2p.protocol.state import chain_origin
+from qora_p2p.node.store import Store, StoreError, open_genesis_of
+from qora_p2p.node.workload import build_workload
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -120,7 +120,7 @@ def run_parser() -> argparse.ArgumentParser:
     work.add_argument("--batch-size", type=int, help="local minibatch (default 32)")
     test = top.add_argument_group("test networks only")
     test.add_argument("--attack", help="a learning attack (see nodes/ and qora_p2p.learning.attacks)")
-    test.add_argument("--behaviour", help="a protocol misbehaviour (see qora_p2p.behaviour)")
+    test.add_argument("--behaviour", help="a protocol misbehaviour (see qora_p2p.protocol.behaviour)")
     test.add_argument("--fault-file", type=Path, help="JSON link faults, re-read when it changes (scenario runner)")
     return top
 
@@ -149,7 +149,7 @@ def _profile(args: argparse.Namespace) -> Profile:
     if args.behaviour:
         from dataclasses import replace  # noqa: PLC0415
 
-        from qora_p2p.behaviour import PROTOCOL_BEHAVIOURS  # noqa: PLC0415
+        from qora_p2p.protocol.behaviour import PROTOCOL_BEHAVIOURS  # noqa: PLC0415
 
         if args.behaviour not in (*PROTOCOL_BEHAVIOURS, "none"):
             raise ConfigError(f"--behaviour {args.behaviour!r} is unknown; known: none, {', '.join(PROTOCOL_BEHAVIOURS)}")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from qora_p2p.errors import ConfigError, QoraError
-from qora_p2p.scenario import (
+from qora_p2p.testnet.scenario import (
     Scenario,
     ScenarioRun,
     load_scenario,
@@ -76,7 +76,7 @@ def _print_fault(event: dict[str, Any]) -> None:
 
 
 def _run_one(scenario: Scenario, out: Path, quiet: bool = False) -> tuple[ScenarioRun, dict[str, Any]]:
-    from qora_p2p.report import write_report  # noqa: PLC0415 (matplotlib)
+    from qora_p2p.testnet.report import write_report  # noqa: PLC0415 (matplotlib)
 
     if not quiet:
         roles = ", ".join(f"{scenario.byzantine_count} Byzantine ({', '.join(f'{count} {profile}' for profile, count in scenario.byzantine)})" for _ in [0]) if scenario.byzantine else "no Byzantine members"

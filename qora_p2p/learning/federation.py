@@ -13,7 +13,7 @@ One round:
 2. the attackers see the honest updates and replace theirs (`Attack.forge`);
 3. all updates are encoded in fixed point and aggregated with the rule, members in canonical order;
 4. ``global += server_learning_rate * decode(aggregate)``, then the test set is scored;
-5. with a reputation ledger (`qora_p2p.ledger`), every included member's deviation and whether its
+5. with a reputation ledger (`qora_p2p.protocol.ledger`), every included member's deviation and whether its
    update opposes the previous round's aggregate update the ledger; banned members sit out the following rounds,
    and rules that take weights weigh members by reputation.
 
@@ -38,7 +38,7 @@ from qora_p2p.learning.attacks import Attack, Backdoor, RoundView, build_attack
 from qora_p2p.learning.data import Dataset, load_dataset, partition
 from qora_p2p.learning.models import Model, build_model
 from qora_p2p.learning.training import LocalTrainer, TrainingConfig, evaluate
-from qora_p2p.ledger import Ledger, LedgerParams, Observation, apply_round
+from qora_p2p.protocol.ledger import Ledger, LedgerParams, Observation, apply_round
 
 __all__ = ["FederationConfig", "FederationResult", "RoundRecord", "run_federation"]
 

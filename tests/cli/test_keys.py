@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from qora_p2p.cli.keys import main
-from qora_p2p.genesis import load_genesis
+from qora_p2p.protocol.genesis import load_genesis
 from qora_p2p.identity import public_key_hex, read_key_file
 
 

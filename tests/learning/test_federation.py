@@ -5,7 +5,7 @@ import pytest
 
 from qora_p2p.errors import AggregationError, LearningError
 from qora_p2p.learning import FederationConfig, build_model, run_federation
-from qora_p2p.ledger import LedgerParams
+from qora_p2p.protocol.ledger import LedgerParams
 
 
 def test_fedavg_federation_learns_digits():

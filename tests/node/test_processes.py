@@ -9,10 +9,10 @@ import socket
 import pytest
 import trio
 
-from qora_p2p.channel import open_channel
-from qora_p2p.cluster import LocalCluster
+from qora_p2p.node.channel import open_channel
+from qora_p2p.testnet.cluster import LocalCluster
 from qora_p2p.errors import HandshakeError
-from qora_p2p.genesis import ModelSpec, Timing
+from qora_p2p.protocol.genesis import ModelSpec, Timing
 from qora_p2p.identity import Identity
 
 # Short timeouts so that a dead proposer costs a second, not the production defaults.

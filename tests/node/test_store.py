@@ -7,11 +7,11 @@ import pytest
 
 from qora_p2p.errors import LocalProtocolError
 from qora_p2p.fixedpoint import to_bytes
-from qora_p2p.genesis import Genesis, Member, ModelSpec
+from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.identity import Identity
-from qora_p2p.messages import Precommit, Record, Value
-from qora_p2p.state import chain_origin, compute_round, genesis_state
-from qora_p2p.store import DATABASE_NAME, DoubleSignError, Store, StoreError
+from qora_p2p.protocol.messages import Precommit, Record, Value
+from qora_p2p.protocol.state import chain_origin, compute_round, genesis_state
+from qora_p2p.node.store import DATABASE_NAME, DoubleSignError, Store, StoreError
 
 
 def _network(members: int = 4, seed: int = 0) -> tuple[Genesis, list[Identity]]:

@@ -3,8 +3,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qora_p2p.consensus import Decide, NeedValidity, NeedValue, Propose, Schedule, Step, Tendermint, Timeout, Vote
-from qora_p2p.messages import NIL
+from qora_p2p.protocol.consensus import Decide, NeedValidity, NeedValue, Propose, Schedule, Step, Tendermint, Timeout, Vote
+from qora_p2p.protocol.messages import NIL
 
 V = b"v" * 32
 W = b"w" * 32

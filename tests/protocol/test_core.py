@@ -5,13 +5,13 @@ import hashlib
 
 import pytest
 
-from qora_p2p import core as core_module
-from qora_p2p.core import Broadcast, NodeCore, Penalize, SignedSlot, Train
+from qora_p2p.protocol import core as core_module
+from qora_p2p.protocol.core import Broadcast, NodeCore, Penalize, SignedSlot, Train
 from qora_p2p.errors import LocalProtocolError
-from qora_p2p.genesis import Genesis, Member, ModelSpec
+from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.identity import Identity
-from qora_p2p.messages import NIL, Precommit, Prevote, Update
-from qora_p2p.state import genesis_state
+from qora_p2p.protocol.messages import NIL, Precommit, Prevote, Update
+from qora_p2p.protocol.state import genesis_state
 
 IDENTITIES = [Identity.from_seed(hashlib.sha256(f"core-test-{i}".encode()).digest()) for i in range(4)]
 GENESIS = Genesis(

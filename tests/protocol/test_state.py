@@ -5,10 +5,10 @@ import pytest
 
 from qora_p2p.errors import LocalProtocolError, MessageError
 from qora_p2p.fixedpoint import encode, to_bytes
-from qora_p2p.genesis import Genesis, Member, ModelSpec
+from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.identity import Identity
-from qora_p2p.ledger import LedgerParams
-from qora_p2p.state import compute_round, genesis_state, snapshot_bytes, state_from_snapshot
+from qora_p2p.protocol.ledger import LedgerParams
+from qora_p2p.protocol.state import compute_round, genesis_state, snapshot_bytes, state_from_snapshot
 
 MEMBERS = tuple(Member(f"m{i}", Identity.from_seed(bytes([i + 1]) * 32).public_key, "127.0.0.1", 7000 + i) for i in range(4))
 GENESIS = Genesis("state-test", MEMBERS, ModelSpec("synthetic", 8), "centered_clipping", {"tau_scale": 1.0, "center": "previous"}, ledger=LedgerParams())

@@ -14,10 +14,10 @@ import statistics
 from typing import Any
 
 from qora_p2p.cli.node import inspect_chain
-from qora_p2p.cluster import read_log
+from qora_p2p.testnet.cluster import read_log
 from qora_p2p.errors import QoraError
-from qora_p2p.genesis import load_genesis
-from qora_p2p.scenario import PARTITION_METHOD, ScenarioRun
+from qora_p2p.protocol.genesis import load_genesis
+from qora_p2p.testnet.scenario import PARTITION_METHOD, ScenarioRun
 
 __all__ = ["write_report"]
 

@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from qora_p2p.errors import ConfigError, LearningError
 from qora_p2p.fixedpoint import encode, to_bytes
-from qora_p2p.genesis import Genesis
+from qora_p2p.protocol.genesis import Genesis
 from qora_p2p.learning.attacks import Attack, RoundView, build_attack
 from qora_p2p.learning.data import PARTITIONS, load_dataset, partition
 from qora_p2p.learning.models import build_model

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from qora_p2p.errors import ConfigError
-from qora_p2p.scenario import assign_roles, load_scenario, parse_scenario
+from qora_p2p.testnet.scenario import assign_roles, load_scenario, parse_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "scenarios").glob("*.toml"))

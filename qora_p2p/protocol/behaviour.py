@@ -7,7 +7,7 @@ A Byzantine member runs the unmodified `NodeCore`; its driver passes every effec
 bytes. The simulator and the TCP node share this module, so a behaviour tested over thousands of
 simulated seeds is the same one real processes run. Poisoned *updates* (sign flip, ALIE, ...) are a
 different matter: they change what the member trains or sends as its update (see
-`qora_p2p.learning.attacks` and `qora_p2p.workload`), not how it speaks the protocol.
+`qora_p2p.learning.attacks` and `qora_p2p.node.workload`), not how it speaks the protocol.
 
 ==========================  ==================================================================
 behaviour                   what the member does
@@ -32,10 +32,10 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from qora_p2p.core import Broadcast, Send
+from qora_p2p.protocol.core import Broadcast, Send
 from qora_p2p.errors import ConfigError
 from qora_p2p.identity import Identity
-from qora_p2p.messages import NIL, Precommit, Prevote, Proposal, Update, Value
+from qora_p2p.protocol.messages import NIL, Precommit, Prevote, Proposal, Update, Value
 
 __all__ = ["PROTOCOL_BEHAVIOURS", "Misbehaviour", "Raw"]
 

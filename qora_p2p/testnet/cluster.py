@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from qora_p2p.errors import QoraError
-from qora_p2p.genesis import (
+from qora_p2p.protocol.genesis import (
     Genesis,
     ModelSpec,
     Timing,
@@ -36,8 +36,8 @@ from qora_p2p.genesis import (
     free_ports,
     load_genesis,
 )
-from qora_p2p.ledger import LedgerParams
-from qora_p2p.store import Store, StoreError
+from qora_p2p.protocol.ledger import LedgerParams
+from qora_p2p.node.store import Store, StoreError
 
 __all__ = ["LocalCluster", "read_log"]
 

@@ -10,8 +10,8 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qora_p2p import channel as channel_module
-from qora_p2p.channel import (
+from qora_p2p.node import channel as channel_module
+from qora_p2p.node.channel import (
     FINISH_BYTES,
     FRAME_COUNTER_MAX,
     HELLO_BYTES,

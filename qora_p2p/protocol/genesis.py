@@ -39,7 +39,7 @@ from qora_p2p.aggregation import RULES, rule_names, to_fixed_params, validate
 from qora_p2p.errors import AggregationError, ConfigError, KeyFormatError
 from qora_p2p.fixedpoint import FRAC_BITS_DEFAULT, FRAC_BITS_MAX, FRAC_BITS_MIN
 from qora_p2p.identity import parse_public_key, public_key_hex
-from qora_p2p.ledger import ONE, LedgerParams
+from qora_p2p.protocol.ledger import ONE, LedgerParams
 
 __all__ = [
     "GENESIS_VERSION",

@@ -39,8 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from qora_p2p.behaviour import PROTOCOL_BEHAVIOURS, Misbehaviour, Raw
-from qora_p2p.core import (
+from qora_p2p.protocol.behaviour import PROTOCOL_BEHAVIOURS, Misbehaviour, Raw
+from qora_p2p.protocol.core import (
     Broadcast,
     Commit,
     Compute,
@@ -55,23 +55,23 @@ from qora_p2p.core import (
 from qora_p2p.errors import MessageError, QoraError
 from qora_p2p.fixedpoint import encode as encode_fixed
 from qora_p2p.fixedpoint import to_bytes
-from qora_p2p.genesis import Genesis, Member, ModelSpec, Timing
+from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec, Timing
 from qora_p2p.identity import Identity
 from qora_p2p.identity import verify as verify_signature
-from qora_p2p.ledger import LedgerParams
-from qora_p2p.messages import (
+from qora_p2p.protocol.ledger import LedgerParams
+from qora_p2p.protocol.messages import (
     Limits,
     Message,
     decode,
 )
-from qora_p2p.state import (
+from qora_p2p.protocol.state import (
     AgreedState,
     RoundResult,
     compute_round,
     eligible_members,
     genesis_state,
 )
-from qora_p2p.workload import synthetic_update
+from qora_p2p.node.workload import synthetic_update
 
 __all__ = ["FAULT_PROFILES", "STRATEGIES", "Fault", "Links", "SimConfig", "SimResult", "Simulation", "run_simulation"]
 

@@ -34,9 +34,9 @@ from pathlib import Path
 import msgpack
 
 from qora_p2p.errors import ConfigError, LocalProtocolError, MessageError, QoraError
-from qora_p2p.genesis import Genesis, dump_genesis, parse_genesis
-from qora_p2p.messages import Limits, Record, decode
-from qora_p2p.state import (
+from qora_p2p.protocol.genesis import Genesis, dump_genesis, parse_genesis
+from qora_p2p.protocol.messages import Limits, Record, decode
+from qora_p2p.protocol.state import (
     AgreedState,
     genesis_state,
     snapshot_bytes,

@@ -11,7 +11,7 @@ A scenario file (``scenarios/*.toml``) names everything a run needs::
     [network]
     nodes = 10
 
-    [genesis]                        # what every member agrees on (see qora_p2p.genesis)
+    [genesis]                        # what every member agrees on (see qora_p2p.protocol.genesis)
     model = "logistic"               # logistic | mlp (with hidden = [..]) | synthetic (with dimension)
     rule = "centered_clipping"
     rule_params = { tau_scale = 1.0, center = "previous" }
@@ -36,9 +36,9 @@ A scenario file (``scenarios/*.toml``) names everything a run needs::
 Byzantine members are placed at indices drawn from the seed. Members named by a ``start`` fault
 start late. Every value is validated on load; an error names the field (``faults[2].action``).
 
-`run_scenario` writes the network, starts the processes (`qora_p2p.cluster`), applies faults as
+`run_scenario` writes the network, starts the processes (`qora_p2p.testnet.cluster`), applies faults as
 their triggers come, prints one progress line per round (honest accuracy, hash agreement, bans),
-then stops everything and writes the run directory (see `qora_p2p.report`).
+then stops everything and writes the run directory (see `qora_p2p.testnet.report`).
 
 Partitions and link faults are injected in each node's transport (a fault file the node re-reads):
 messages between the groups are dropped in both directions while TCP connections stay up. The
@@ -56,12 +56,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qora_p2p.cluster import LocalCluster
+from qora_p2p.testnet.cluster import LocalCluster
 from qora_p2p.errors import ConfigError
-from qora_p2p.genesis import ModelSpec, Timing, read_toml
+from qora_p2p.protocol.genesis import ModelSpec, Timing, read_toml
 from qora_p2p.learning.training import TrainingConfig
-from qora_p2p.ledger import LedgerParams
-from qora_p2p.profile import Profile, load_profile
+from qora_p2p.protocol.ledger import LedgerParams
+from qora_p2p.testnet.profile import Profile, load_profile
 
 __all__ = ["Fault", "Scenario", "ScenarioRun", "load_scenario", "parse_scenario", "run_scenario"]
 

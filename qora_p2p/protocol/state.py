@@ -11,7 +11,7 @@ After round ``r`` every honest member holds the same `AgreedState`:
   touches agreed state;
 * ``aggregate``: the last round's aggregate (int32), the centre of centered clipping and the
   reference direction of the reputation ledger;
-* ``ledger``: the reputation ledger (`qora_p2p.ledger`), or None when the genesis disables it.
+* ``ledger``: the reputation ledger (`qora_p2p.protocol.ledger`), or None when the genesis disables it.
 
 `compute_round` is the whole state transition: given the state, the round's input set (updates in
 member order) and committed evidence, it aggregates with the genesis rule (reputation weights and
@@ -33,8 +33,8 @@ import numpy.typing as npt
 from qora_p2p.aggregation import aggregate, inner_products
 from qora_p2p.errors import FixedPointError, LocalProtocolError, MessageError
 from qora_p2p.fixedpoint import encode, from_bytes, to_bytes
-from qora_p2p.genesis import Genesis
-from qora_p2p.ledger import Ledger, Observation, apply_round
+from qora_p2p.protocol.genesis import Genesis
+from qora_p2p.protocol.ledger import Ledger, Observation, apply_round
 
 __all__ = [
     "AgreedState",
@@ -170,7 +170,7 @@ def compute_round(
     proven: tuple[int, ...] = ()
     if ledger is not None:
         assert genesis.ledger is not None
-        # Alignment against the previous round's aggregate (see qora_p2p.ledger); none in round 1.
+        # Alignment against the previous round's aggregate (see qora_p2p.protocol.ledger); none in round 1.
         opposing = (
             [False] * len(senders)
             if round_number == 1

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qora_p2p.errors import ConfigError, LocalProtocolError
-from qora_p2p.ledger import ONE, Ledger, LedgerParams, Observation, apply_round
+from qora_p2p.protocol.ledger import ONE, Ledger, LedgerParams, Observation, apply_round
 
 PARAMS = LedgerParams()
 

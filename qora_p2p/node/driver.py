@@ -35,8 +35,8 @@ import numpy as np
 import structlog
 import trio
 
-from qora_p2p.behaviour import Misbehaviour, Raw
-from qora_p2p.core import (
+from qora_p2p.protocol.behaviour import Misbehaviour, Raw
+from qora_p2p.protocol.core import (
     Broadcast,
     Commit,
     Compute,
@@ -49,14 +49,14 @@ from qora_p2p.core import (
     Train,
 )
 from qora_p2p.errors import ConfigError
-from qora_p2p.genesis import Genesis
+from qora_p2p.protocol.genesis import Genesis
 from qora_p2p.identity import Identity
-from qora_p2p.ledger import ONE
-from qora_p2p.messages import Message, Record, SyncResponse
-from qora_p2p.state import RoundResult, compute_round
-from qora_p2p.store import Store
-from qora_p2p.transport import LinkFaults, Transport, TransportLimits
-from qora_p2p.workload import Workload
+from qora_p2p.protocol.ledger import ONE
+from qora_p2p.protocol.messages import Message, Record, SyncResponse
+from qora_p2p.protocol.state import RoundResult, compute_round
+from qora_p2p.node.store import Store
+from qora_p2p.node.transport import LinkFaults, Transport, TransportLimits
+from qora_p2p.node.workload import Workload
 
 __all__ = ["Node", "NodeSettings", "RoundSummary"]
 

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Every pair of members keeps one encrypted channel (`qora_p2p.channel`). The member with the lower
+Every pair of members keeps one encrypted channel (`qora_p2p.node.channel`). The member with the lower
 index dials, the higher one accepts, so two members never race to open two connections; a dialer
 retries with capped exponential backoff for as long as the node runs. An accepted channel from a
 member that already has one replaces it (the peer restarted).
@@ -35,7 +35,7 @@ from typing import Any
 import structlog
 import trio
 
-from qora_p2p.channel import ChannelLimits, SecureChannel, open_channel
+from qora_p2p.node.channel import ChannelLimits, SecureChannel, open_channel
 from qora_p2p.errors import (
     ChannelClosed,
     ConfigError,
@@ -44,9 +44,9 @@ from qora_p2p.errors import (
     MessageError,
     RemoteProtocolError,
 )
-from qora_p2p.genesis import Genesis
+from qora_p2p.protocol.genesis import Genesis
 from qora_p2p.identity import Identity
-from qora_p2p.messages import Limits, Message, decode
+from qora_p2p.protocol.messages import Limits, Message, decode
 
 __all__ = ["LinkFaults", "PeerStatistics", "Transport", "TransportLimits"]
 

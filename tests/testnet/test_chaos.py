@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from qora_p2p.report import write_report
-from qora_p2p.scenario import parse_scenario, run_scenario
+from qora_p2p.testnet.report import write_report
+from qora_p2p.testnet.scenario import parse_scenario, run_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST_TIMING = {"collect_timeout_ms": 100, "propose_timeout_ms": 1000, "prevote_timeout_ms": 500, "precommit_timeout_ms": 500, "timeout_delta_ms": 250, "round_timeout_ms": 10_000}

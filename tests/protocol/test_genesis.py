@@ -5,9 +5,9 @@ import tomllib
 import pytest
 
 from qora_p2p.errors import ConfigError
-from qora_p2p.genesis import ModelSpec, Timing, create_network, dump_genesis, load_genesis, parse_genesis
+from qora_p2p.protocol.genesis import ModelSpec, Timing, create_network, dump_genesis, load_genesis, parse_genesis
 from qora_p2p.identity import Identity, public_key_hex
-from qora_p2p.ledger import LedgerParams
+from qora_p2p.protocol.ledger import LedgerParams
 
 
 def document(count=4, **overrides):

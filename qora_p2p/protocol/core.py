@@ -27,7 +27,7 @@ One FL round ``r`` on the chain ending in ``H[r-1]``:
    every member. Updates are validated before they are stored: round, chain, eligible sender,
    exact size, signature. Two valid updates from one sender for one slot are equivocation evidence.
    Members announce which updates they hold (a bitmap) and fetch missing ones by digest.
-2. **Agree.** A Tendermint instance (`qora_p2p.consensus`). The proposer proposes a value listing
+2. **Agree.** A Tendermint instance (`qora_p2p.protocol.consensus`). The proposer proposes a value listing
    at least ``n - f`` (sender, digest) pairs of eligible members, pending evidence, and the digests of
    the model and ledger that result; a validator's verdict is "valid" only once it holds every
    listed update and its own `compute_round` gives the same digests.
@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from qora_p2p.consensus import (
+from qora_p2p.protocol.consensus import (
     Decide,
     NeedValidity,
     NeedValue,
@@ -61,9 +61,9 @@ from qora_p2p.consensus import (
     Vote,
 )
 from qora_p2p.errors import LocalProtocolError, MessageError, SignatureError
-from qora_p2p.genesis import Genesis
+from qora_p2p.protocol.genesis import Genesis
 from qora_p2p.identity import Identity, verify
-from qora_p2p.messages import (
+from qora_p2p.protocol.messages import (
     NIL,
     SYNC_RECORDS_MAX,
     Announce,
@@ -85,7 +85,7 @@ from qora_p2p.messages import (
     conflicting,
     domain,
 )
-from qora_p2p.state import (
+from qora_p2p.protocol.state import (
     AgreedState,
     RoundResult,
     eligible_members,

@@ -5,7 +5,7 @@ Theory of operation
 -------------------
 Tendermint's *height* is an FL round; its *rounds* are called **views** here (a view change is a new
 proposer for the same FL round). This module never reads a clock, sends, or verifies anything: the
-node core (`qora_p2p.core`) feeds it proposals and votes whose signatures it has checked, verdicts on
+node core (`qora_p2p.protocol.core`) feeds it proposals and votes whose signatures it has checked, verdicts on
 whether a value is valid, and timeout firings; it answers with `Action`s (propose, prevote,
 precommit, schedule a timeout, ask for a value or a verdict, decide).
 
@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
-from qora_p2p.messages import NIL
+from qora_p2p.protocol.messages import NIL
 
 __all__ = [
     "Decide",

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from qora_p2p.errors import MessageError, SignatureError
 from qora_p2p.identity import Identity
-from qora_p2p.messages import (
+from qora_p2p.protocol.messages import (
     NIL,
     SYNC_RECORDS_MAX,
     Announce,

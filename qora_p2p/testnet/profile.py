@@ -4,7 +4,7 @@ A profile is a small TOML file (``nodes/*.toml`` ships one per behaviour)::
 
     description = "sign flip: sends minus its honest update"
     attack = "sign_flip"            # a learning attack (qora_p2p.learning.attacks), or "none"
-    behaviour = "none"              # a protocol misbehaviour (qora_p2p.behaviour), or "none"
+    behaviour = "none"              # a protocol misbehaviour (qora_p2p.protocol.behaviour), or "none"
     colluders = 3                   # attackers an attack assumes (ALIE's z)
     view_wait_ms = 2000             # how long a forging attack waits for others' updates
     dataset = "digits"              # local data: bundled name or .npz path
@@ -30,12 +30,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from qora_p2p.behaviour import PROTOCOL_BEHAVIOURS
+from qora_p2p.protocol.behaviour import PROTOCOL_BEHAVIOURS
 from qora_p2p.errors import ConfigError, LearningError
-from qora_p2p.genesis import read_toml
+from qora_p2p.protocol.genesis import read_toml
 from qora_p2p.learning.attacks import ATTACKS
 from qora_p2p.learning.training import TrainingConfig
-from qora_p2p.workload import WorkloadConfig
+from qora_p2p.node.workload import WorkloadConfig
 
 __all__ = ["Profile", "load_profile", "parse_profile"]
 
