@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from qora_p2p.errors import ConfigError, KeyFileError, KeyFormatError
-from qora_p2p.protocol.genesis import ModelSpec, create_network, free_ports
+from qora_p2p.node.network import create_network, free_ports
+from qora_p2p.protocol.genesis import ModelSpec
 from qora_p2p.identity import Identity, public_key_hex, read_key_file, write_key_file
 from qora_p2p.protocol.ledger import LedgerParams
 

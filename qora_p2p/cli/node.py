@@ -44,17 +44,14 @@ from qora_p2p.errors import (
     ConfigError,
     KeyFileError,
     KeyFormatError,
-    MessageError,
-    SignatureError,
 )
 from qora_p2p.protocol.genesis import load_genesis
 from qora_p2p.identity import public_key_hex, read_key_file
-from qora_p2p.protocol.ledger import ONE
 from qora_p2p.node.driver import Node, NodeSettings
 from qora_p2p.testnet.profile import Profile, load_profile, with_overrides
-from qora_p2p.protocol.state import chain_origin
-from qora_p2p.node.store import Store, StoreError, open_genesis_of
+from qora_p2p.node.store import Store, StoreError
 from qora_p2p.node.workload import build_workload
+from qora_p2p.node.inspect import inspect_chain
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -218,76 +215,6 @@ async def _serve_until_signal(node: Node) -> None:
 
 
 # ------------------------------------------------------------------------------------- inspect
-
-
-def inspect_chain(directory: Path) -> dict[str, Any]:
-    """The committed chain of a data directory, verified; see the module notes."""
-    genesis, member_key = open_genesis_of(directory)
-    names = [member.name for member in genesis.members]
-    keys = [member.public_key for member in genesis.members]
-    problems: list[str] = []
-    rounds = []
-    with Store(directory, genesis, member_key, readonly=True) as store:
-        records, state, checkpoints = store.chain()
-    previous = chain_origin(genesis)
-    expected_round = 1
-    for record, stored_hash in records:
-        value = record.value
-        try:
-            round_hash = record.verify(genesis.hash, keys, genesis.quorum)
-        except (MessageError, SignatureError) as error:
-            problems.append(f"round {value.round}: certificate does not verify: {error}")
-            round_hash = value.id(genesis.hash)
-        if round_hash != stored_hash:
-            problems.append(f"round {value.round}: stored hash differs from the record's")
-        if value.round != expected_round:
-            problems.append(f"round {value.round}: expected round {expected_round} (a gap in the chain)")
-        if value.prev_hash != previous:
-            problems.append(f"round {value.round}: does not link to the previous round's hash")
-        rounds.append(
-            {
-                "round": value.round,
-                "hash": round_hash.hex(),
-                "view": record.view,
-                "inputs": len(value.inputs),
-                "senders": [names[sender] for sender, _ in value.inputs],
-                "signers": len(record.certificate),
-                "evidence": len(value.evidence),
-                "model_digest": value.model_digest.hex(),
-                "ledger_digest": value.ledger_digest.hex(),
-            }
-        )
-        previous, expected_round = round_hash, value.round + 1
-    if rounds and state.round == rounds[-1]["round"]:
-        if state.model_digest().hex() != rounds[-1]["model_digest"]:
-            problems.append(f"stored model does not match round {state.round}'s certified digest")
-        if state.ledger_digest().hex() != rounds[-1]["ledger_digest"]:
-            problems.append(f"stored ledger does not match round {state.round}'s certified digest")
-    elif rounds:
-        problems.append(f"stored state is for round {state.round}, the chain ends at round {rounds[-1]['round']}")
-    ledger = None
-    if state.ledger is not None:
-        ledger = [
-            {
-                "member": names[index],
-                "reputation": round(standing.reputation / ONE, 4),
-                "banned_until": standing.banned_until,
-                "proven": standing.proven,
-            }
-            for index, standing in enumerate(state.ledger.standings)
-        ]
-    return {
-        "network_id": genesis.network_id,
-        "genesis_hash": genesis.hash.hex(),
-        "member": names[genesis.member_index(member_key) or 0],
-        "rounds": rounds,
-        "last_round": state.round,
-        "model_digest": state.model_digest().hex(),
-        "ledger": ledger,
-        "checkpoints": checkpoints,
-        "verified": not problems,
-        "problems": problems,
-    }
 
 
 def _print_chain(report: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 import msgpack
 
 from qora_p2p.errors import ConfigError, LocalProtocolError, MessageError, QoraError
+from qora_p2p.learning.genesis_model import initial_model
 from qora_p2p.protocol.genesis import Genesis, dump_genesis, parse_genesis
 from qora_p2p.protocol.messages import Limits, Record, decode
 from qora_p2p.protocol.state import (
@@ -216,7 +217,7 @@ class Store:
         """The state, signed slots, own payload and newest records to start a core from."""
         with self._lock:
             row = self._db.execute("SELECT data FROM state WHERE id = 0").fetchone()
-            state = genesis_state(self.genesis) if row is None else _decode_state(self.genesis, row[0])
+            state = genesis_state(self.genesis, initial_model(self.genesis)) if row is None else _decode_state(self.genesis, row[0])
             current = state.round + 1
             signed: dict[tuple[str, int, int], bytes] = {}
             own_payload = None
@@ -253,7 +254,7 @@ class Store:
                 checkpoints = [row[0] for row in self._db.execute("SELECT round FROM checkpoints ORDER BY round")]
             finally:
                 self._db.execute("COMMIT")
-        state = genesis_state(self.genesis) if state_row is None else _decode_state(self.genesis, state_row[0])
+        state = genesis_state(self.genesis, initial_model(self.genesis)) if state_row is None else _decode_state(self.genesis, state_row[0])
         return [(self._decode_record(data), bytes(round_hash)) for data, round_hash in rows], state, checkpoints
 
     def state(self) -> AgreedState:

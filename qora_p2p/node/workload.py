@@ -34,10 +34,11 @@ from qora_p2p.fixedpoint import encode, to_bytes
 from qora_p2p.protocol.genesis import Genesis
 from qora_p2p.learning.attacks import Attack, RoundView, build_attack
 from qora_p2p.learning.data import PARTITIONS, load_dataset, partition
-from qora_p2p.learning.models import build_model
+from qora_p2p.learning.genesis_model import model_of
+from qora_p2p.learning.synthetic import synthetic_update
 from qora_p2p.learning.training import LocalTrainer, TrainingConfig, evaluate
 
-__all__ = ["LearningWorkload", "SyntheticWorkload", "Workload", "WorkloadConfig", "build_workload", "synthetic_update"]
+__all__ = ["LearningWorkload", "SyntheticWorkload", "Workload", "WorkloadConfig", "build_workload"]
 
 Vector = npt.NDArray[np.float64]
 VIEW_ATTACKS = ("alie", "ipm", "mimic", "adaptive_alie", "adaptive_ipm")  # forge from others' updates
@@ -137,15 +138,6 @@ class SyntheticWorkload(Workload):
         return synthetic_update(self.genesis.model.seed, round_number, self.member, self.genesis.model.dimension)
 
 
-def synthetic_update(seed: int, round_number: int, member: int, dimension: int) -> Vector:
-    """A persistent descent direction, a per-round drift and per-member noise: like successive
-    gradient steps, consecutive honest updates point the same way (the ledger relies on it)."""
-    base = np.random.default_rng([seed, 10**6]).normal(0.0, 0.01, dimension)
-    drift = np.random.default_rng([seed, round_number, 10**6]).normal(0.0, 0.003, dimension)
-    noise = np.random.default_rng([seed, round_number, member]).normal(0.0, 0.005, dimension)
-    return base + drift + noise
-
-
 class LearningWorkload(Workload):
     """Local SGD on this member's shard of a dataset."""
 
@@ -161,7 +153,7 @@ class LearningWorkload(Workload):
                 f"dataset {config.dataset!r} has {self.dataset.features} features and {self.dataset.classes} classes; "
                 f"the genesis model expects {spec.features} and {spec.classes}"
             )
-        self.model = build_model(spec.kind, spec.features, spec.classes, spec.hidden or (32,))
+        self.model = model_of(spec)
         try:
             shards = partition(self.dataset.train_labels, genesis.size, config.partition, seed=config.data_seed, alpha=config.alpha)
         except LearningError as error:

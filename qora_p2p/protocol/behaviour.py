@@ -28,14 +28,16 @@ Randomness comes from the ``rng`` given (the simulator's seeded stream, or a nod
 from __future__ import annotations
 
 import hashlib
-import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qora_p2p.protocol.core import Broadcast, Send
 from qora_p2p.errors import ConfigError
 from qora_p2p.identity import Identity
 from qora_p2p.protocol.messages import NIL, Precommit, Prevote, Proposal, Update, Value
+
+if TYPE_CHECKING:
+    import random
 
 __all__ = ["PROTOCOL_BEHAVIOURS", "Misbehaviour", "Raw"]
 

@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from qora_p2p.aggregation import aggregate, inner_products
 from qora_p2p.errors import FixedPointError, LocalProtocolError, MessageError
-from qora_p2p.fixedpoint import encode, from_bytes, to_bytes
+from qora_p2p.fixedpoint import from_bytes, to_bytes
 from qora_p2p.protocol.genesis import Genesis
 from qora_p2p.protocol.ledger import Ledger, Observation, apply_round
 
@@ -43,7 +43,6 @@ __all__ = [
     "compute_round",
     "eligible_members",
     "genesis_state",
-    "initial_model",
     "snapshot_bytes",
     "state_from_snapshot",
 ]
@@ -54,18 +53,6 @@ MODEL_VALUE_MAX = 2**62  # the model accumulates int32 aggregates; this bound is
 def chain_origin(genesis: Genesis) -> bytes:
     """``H[0]``: the hash every chain of this network starts from."""
     return hashlib.sha256(b"qora-p2p/chain/v1" + genesis.hash).digest()
-
-
-def initial_model(genesis: Genesis) -> npt.NDArray[np.int64]:
-    """The seeded initial model in fixed point (zeros for synthetic updates)."""
-    spec = genesis.model
-    if spec.kind == "synthetic":
-        return np.zeros(spec.dimension, dtype=np.int64)
-    from qora_p2p.learning.models import build_model  # noqa: PLC0415 (numpy models only when used)
-
-    model = build_model(spec.kind, spec.features, spec.classes, spec.hidden or (32,))
-    assert model.layout.dimension == spec.dimension
-    return encode(model.initial(spec.seed), genesis.frac_bits).values.astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -97,11 +84,26 @@ def _model_digest(model: npt.NDArray[np.int64], aggregate_vector: npt.NDArray[np
     return digest.digest()
 
 
-def genesis_state(genesis: Genesis) -> AgreedState:
-    """The state before round 1."""
+def genesis_state(genesis: Genesis, model: npt.NDArray[np.int64] | None = None) -> AgreedState:
+    """The state before round 1.
+
+    Args:
+        model: the initial model in fixed point (`qora_p2p.learning.genesis_model.initial_model`);
+            a synthetic genesis starts from zeros and needs none.
+
+    Raises:
+        LocalProtocolError: a trained model's genesis without its initial model, or one of the
+            wrong length.
+    """
     dimension = genesis.model.dimension
+    if model is None:
+        if genesis.model.kind != "synthetic":
+            raise LocalProtocolError(f"a {genesis.model.kind} genesis needs its initial model (learning.genesis_model.initial_model)")
+        model = np.zeros(dimension, dtype=np.int64)
+    if model.shape != (dimension,) or model.dtype != np.int64:
+        raise LocalProtocolError(f"the initial model must be int64 of shape ({dimension},), got {model.dtype} {model.shape}")
     ledger = None if genesis.ledger is None else Ledger.genesis(genesis.size, genesis.ledger)
-    return AgreedState(0, chain_origin(genesis), initial_model(genesis), np.zeros(dimension, dtype=np.int32), ledger)
+    return AgreedState(0, chain_origin(genesis), model, np.zeros(dimension, dtype=np.int32), ledger)
 
 
 def eligible_members(genesis: Genesis, state: AgreedState, round_number: int) -> tuple[int, ...]:

@@ -71,7 +71,7 @@ from qora_p2p.protocol.state import (
     eligible_members,
     genesis_state,
 )
-from qora_p2p.node.workload import synthetic_update
+from qora_p2p.learning.synthetic import synthetic_update
 
 __all__ = ["FAULT_PROFILES", "STRATEGIES", "Fault", "Links", "SimConfig", "SimResult", "Simulation", "run_simulation"]
 

@@ -32,10 +32,9 @@ from qora_p2p.protocol.genesis import (
     Genesis,
     ModelSpec,
     Timing,
-    create_network,
-    free_ports,
     load_genesis,
 )
+from qora_p2p.node.network import create_network, free_ports
 from qora_p2p.protocol.ledger import LedgerParams
 from qora_p2p.node.store import Store, StoreError
 
@@ -236,7 +235,7 @@ class LocalCluster:
 
     def chain(self, index: int) -> dict[str, Any]:
         """``qora-node inspect --json`` of member ``index``."""
-        from qora_p2p.cli.node import inspect_chain  # noqa: PLC0415 (the CLI imports trio, structlog)
+        from qora_p2p.node.inspect import inspect_chain  # noqa: PLC0415 (sqlite, only when asked)
 
         return inspect_chain(self.data_dir(index))
 

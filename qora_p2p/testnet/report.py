@@ -13,7 +13,7 @@ import json
 import statistics
 from typing import Any
 
-from qora_p2p.cli.node import inspect_chain
+from qora_p2p.node.inspect import inspect_chain
 from qora_p2p.testnet.cluster import read_log
 from qora_p2p.errors import QoraError
 from qora_p2p.protocol.genesis import load_genesis

@@ -5,9 +5,8 @@ import tomllib
 import pytest
 
 from qora_p2p.errors import ConfigError
-from qora_p2p.protocol.genesis import ModelSpec, Timing, create_network, dump_genesis, load_genesis, parse_genesis
+from qora_p2p.protocol.genesis import dump_genesis, load_genesis, parse_genesis
 from qora_p2p.identity import Identity, public_key_hex
-from qora_p2p.protocol.ledger import LedgerParams
 
 
 def document(count=4, **overrides):
@@ -93,21 +92,3 @@ def test_unreadable_and_malformed_files(tmp_path):
     bad.write_text("network_id = [\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_genesis(bad)
-
-
-def test_create_network_writes_keys_and_a_loadable_genesis(tmp_path):
-    """create_network gives 0600 key files and a peers.toml that loads to the same genesis."""
-    genesis, paths = create_network(
-        tmp_path,
-        [("127.0.0.1", 7100 + index) for index in range(4)],
-        network_id="made",
-        model=ModelSpec("synthetic", 100),
-        rule="trimmed_mean",
-        rule_params={"trim": 1},
-        ledger=LedgerParams(),
-        timing=Timing(),
-    )
-    assert load_genesis(tmp_path / "peers.toml").hash == genesis.hash
-    assert all(path.stat().st_mode & 0o777 == 0o600 for path in paths)
-    with pytest.raises(ConfigError, match="exists"):
-        create_network(tmp_path, [("127.0.0.1", 7200)], network_id="again", model=ModelSpec("synthetic", 10), rule="median", rule_params={})
