@@ -48,6 +48,7 @@ from qora_p2p.errors import (
 from qora_p2p.protocol.genesis import load_genesis
 from qora_p2p.identity import public_key_hex, read_key_file
 from qora_p2p.node.driver import Node, NodeSettings
+from qora_p2p.testnet.plugins import member_hooks
 from qora_p2p.testnet.profile import Profile, load_profile, with_overrides
 from qora_p2p.node.store import Store, StoreError
 from qora_p2p.node.workload import build_workload
@@ -172,12 +173,17 @@ def _run(args: argparse.Namespace) -> int:
         listen=args.listen,
         rounds=args.rounds,
         linger_s=args.linger,
+    )
+    hooks = member_hooks(
+        genesis,
+        identity,
+        workload,
         behaviour=profile.behaviour,
         behaviour_seed=profile.workload.data_seed * 1024 + member,
         fault_file=args.fault_file,
     )
     Store(settings.data_dir, genesis, identity.public_key).close()  # refuse a foreign data directory before starting
-    node = Node(genesis, identity, workload, settings)
+    node = Node(genesis, identity, workload, settings, hooks=hooks)
     try:
         trio.run(_serve_until_signal, node)
     except BaseExceptionGroup as group:

@@ -8,14 +8,19 @@ executes the effects in order:
 
 * `SignedSlot`: written to SQLite (synchronous) *before* any later effect, so the signed message
   never leaves the process before the guard is on disk;
-* `Commit` / `Installed`: the record and the new state in one transaction, then one log line;
+* `Commit` / `Installed`: the record and the new state in one transaction; a committed model is
+  then scored on the test set by a reporter task (off the effect loop, so scoring never delays the
+  next round's training), which writes the round's one ``round_committed`` line;
 * `Send` / `Broadcast`: encoded once, queued on the transport (never blocks);
 * `Train` / `Compute`: started as tasks that run the CPU work in a worker thread
   (``trio.to_thread``) and post the result back as an event; the core never waits on them.
 
 Every queue is bounded: the inbox (the transport awaits when it is full, pushing back on peers),
-per-peer send queues (drop oldest), and the core's own buffers. A Byzantine test member runs the
-same node with a `Misbehaviour` filter on its effects and a poisoned `Workload`.
+per-peer send queues (drop oldest), the models waiting to be scored, and the core's own buffers.
+
+A production node runs nothing but this. A test network plugs into `NodeHooks`: an effect filter
+(a Byzantine `Misbehaviour`), a message observer and a forge (poisoned updates), a link filter
+(injected partitions and delays) and background tasks (`qora_p2p.testnet.plugins` builds them).
 
 Shutdown: cancelling `run` (SIGINT/SIGTERM in the CLI) stops the loop between effects; a store
 write in progress finishes first (worker threads are not abandoned), then connections close.
@@ -23,48 +28,47 @@ write in progress finishes first (worker threads are not abandoned), then connec
 
 from __future__ import annotations
 
-import json
-import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import structlog
 import trio
 
-from qora_p2p.protocol.behaviour import Misbehaviour, Raw
-from qora_p2p.protocol.core import (
+from qora_p2p.protocol.core import NodeCore
+from qora_p2p.protocol.effects import (
     Broadcast,
     Commit,
     Compute,
+    Effect,
     Event,
     Installed,
-    NodeCore,
     Penalize,
+    Raw,
     Send,
     SignedSlot,
     Train,
+    execute,
 )
-from qora_p2p.errors import ConfigError
 from qora_p2p.protocol.genesis import Genesis
 from qora_p2p.identity import Identity
 from qora_p2p.protocol.ledger import ONE
 from qora_p2p.protocol.messages import Message, Record, SyncResponse
-from qora_p2p.protocol.state import RoundResult, compute_round
+from qora_p2p.protocol.state import AgreedState, RoundResult, compute_round
 from qora_p2p.node.store import Store
-from qora_p2p.node.transport import LinkFaults, Transport, TransportLimits
+from qora_p2p.node.transport import LinkFilter, Transport, TransportLimits
 from qora_p2p.node.workload import Workload
 
-__all__ = ["Node", "NodeSettings", "RoundSummary"]
+__all__ = ["EffectFilter", "Forge", "Node", "NodeHooks", "NodeSettings", "RoundSummary"]
 
 log = structlog.get_logger("qora.node")
 
 INBOX_EVENTS_MAX = 1_024  # decoded messages and results waiting for the core
-FAULT_POLL_S = 0.1  # how often a test node looks at its fault file
-FAULT_FILE_BYTES_MAX = 64 << 10
+EVALUATIONS_QUEUED_MAX = 8  # committed models waiting to be scored; past it a round's line has no accuracy
 LOGGED_EVENTS = frozenset({"resumed", "equivocation", "invalid_value", "cannot_repropose", "refused_double_sign"})
 REPUTATIONS_LOGGED_MAX = 64  # members whose reputations go into the round line (larger networks: none)
 
@@ -77,10 +81,43 @@ class NodeSettings:
     listen: tuple[str, int] | None = None  # default: our address in the genesis
     rounds: int | None = None  # stop after committing this many rounds (None: run until stopped)
     linger_s: float = 5.0  # after the last round, keep serving peers that catch up this long
-    behaviour: str | None = None  # a protocol misbehaviour (test networks only)
-    behaviour_seed: int = 0
-    fault_file: Path | None = None  # JSON link faults to apply, re-read when it changes (test networks)
     transport: TransportLimits = field(default_factory=TransportLimits)
+
+
+class EffectFilter(Protocol):
+    """Rewrites the core's effects before the node executes them (`qora_p2p.protocol.behaviour`)."""
+
+    def apply(self, effect: Effect) -> list[Effect]: ...
+    def sent(self, data: bytes) -> None: ...
+
+
+class Forge(Protocol):
+    """Replaces this member's trained update with the payload to sign (`qora_p2p.testnet.forging`)."""
+
+    def begin(self, round_number: int, state: AgreedState) -> None: ...
+    async def forge(self, round_number: int, update: npt.NDArray[np.float64], state: AgreedState) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class NodeHooks:
+    """Where a test network plugs into a node. A production node has none of them; a Byzantine test
+    member gets its misbehaviour, forgery and link faults here (`qora_p2p.testnet.plugins`).
+
+    Attributes:
+        effect_filter: rewrites every effect of the core before it is executed.
+        observe: sees every message delivered to the core, before the core does.
+        forge: turns a trained update into the payload to sign.
+        link_filter: the transport asks it whether to send, drop or delay each message.
+        tasks: run beside the node for as long as it runs (e.g. a fault-file watcher).
+        names: what is plugged in, for the node's start line.
+    """
+
+    effect_filter: EffectFilter | None = None
+    observe: Callable[[int, Message], None] | None = None
+    forge: Forge | None = None
+    link_filter: LinkFilter | None = None
+    tasks: tuple[Callable[[], Awaitable[None]], ...] = ()
+    names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,6 +134,9 @@ class RoundSummary:
     total_ms: float  # round start -> commit
     banned: list[int]
     accuracy: float | None
+    bytes_sent: int = 0  # totals over all peers since the node started, at commit
+    bytes_received: int = 0
+    cpu_s: float = 0.0  # process CPU time at commit
 
 
 @dataclass
@@ -114,6 +154,7 @@ class Node:
         workload: what this member trains (and how it attacks, on a test network).
         settings: local settings.
         on_round: called with each `RoundSummary` (tests, scenario drivers).
+        hooks: test-network plug-ins (`NodeHooks`); none by default.
     """
 
     def __init__(
@@ -123,6 +164,7 @@ class Node:
         workload: Workload,
         settings: NodeSettings,
         on_round: Callable[[RoundSummary], None] | None = None,
+        hooks: NodeHooks = NodeHooks(),
     ) -> None:
         me = genesis.member_index(identity.public_key)
         if me is None:
@@ -130,22 +172,21 @@ class Node:
         self.genesis, self.identity, self.me = genesis, identity, me
         self.workload, self.settings, self.on_round = workload, settings, on_round
         self.log = log.bind(node=genesis.members[me].name)
-        self.misbehaviour = (
-            Misbehaviour(settings.behaviour, identity, genesis.hash, me, genesis.size, random.Random(settings.behaviour_seed))
-            if settings.behaviour
-            else None
-        )
+        self.hooks = hooks
         self.store: Store | None = None
         self.core: NodeCore | None = None
         self.transport: Transport | None = None
         self.committed = 0
         self.done = trio.Event()
         self.timing = _Timing()
-        self.forge: tuple[int, np.ndarray, float] | None = None  # (round, own update, deadline) of a view attack
+        self.logged = 0  # the last round whose round_committed line is out (evaluation runs after commit)
+        self._logged_changed = trio.Event()
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[str, Any]](INBOX_EVENTS_MAX)
+        self._evaluations_send, self._evaluations = trio.open_memory_channel[tuple[RoundSummary, Commit]](EVALUATIONS_QUEUED_MAX)
         self._clock_origin = 0.0
         self._nursery: trio.Nursery | None = None
         self._training = trio.Lock()
+        self._effects = _Effects(self)
 
     # ------------------------------------------------------------------------------- public
 
@@ -176,10 +217,12 @@ class Node:
                 member=self.me,
                 round=restored.state.round + 1,
                 resumed_slots=len(restored.signed),
-                behaviour=self.settings.behaviour,
-                attack=self.workload.config.attack,
+                hooks=list(self.hooks.names),
             )
-            self.transport = Transport(self.genesis, self.identity, self._deliver, self._connected, limits=self.settings.transport)
+            self.committed = self.logged = restored.state.round
+            self.transport = Transport(
+                self.genesis, self.identity, self._deliver, self._connected, limits=self.settings.transport, link_filter=self.hooks.link_filter
+            )
             member = self.genesis.members[self.me]
             host, port = self.settings.listen or (member.host, member.port)
             async with trio.open_nursery() as nursery:
@@ -188,8 +231,9 @@ class Node:
                 self.log.info("listening", host=host, port=listening)
                 task_status.started(listening)
                 nursery.start_soon(self._finish_when_done, nursery)
-                if self.settings.fault_file is not None:
-                    nursery.start_soon(self._watch_faults, self.settings.fault_file)
+                nursery.start_soon(self._report_rounds)
+                for task in self.hooks.tasks:
+                    nursery.start_soon(task)
                 await self._execute()
                 await self._drive()
         finally:
@@ -213,6 +257,8 @@ class Node:
     # ------------------------------------------------------------------------------- events in
 
     async def _deliver(self, peer: int, message: Message) -> None:
+        if self.hooks.observe is not None:
+            self.hooks.observe(peer, message)
         await self._inbox_send.send(("message", peer, message))
 
     def _connected(self, peer: int) -> None:
@@ -221,39 +267,17 @@ class Node:
 
     async def _finish_when_done(self, nursery: trio.Nursery) -> None:
         await self.done.wait()
+        while self.logged < self.committed:  # the last rounds' lines are still being evaluated
+            await self._logged_changed.wait()
         await trio.sleep(self.settings.linger_s)
         self.log.info("node_finished", rounds=self.committed)
         nursery.cancel_scope.cancel()
-
-    async def _watch_faults(self, path: Path) -> None:
-        """Apply the link faults in ``path`` whenever it changes (a scenario runner writes it)."""
-        seen: float | None = None
-        while True:
-            try:
-                changed = path.stat().st_mtime_ns
-            except FileNotFoundError:
-                changed = None
-            if changed != seen:
-                seen = changed
-                faults = LinkFaults()
-                if changed is not None:
-                    try:
-                        faults = read_fault_file(path, self.genesis.size)
-                    except ConfigError as error:
-                        self.log.warning("fault_file_invalid", error=str(error))
-                        faults = None
-                if faults is not None and self.transport is not None and faults != self.transport.faults:
-                    self.transport.faults = faults
-                    self.log.info("link_faults", blocked=sorted(faults.blocked), delay_ms=faults.delay_ms, drop=faults.drop)
-            await trio.sleep(FAULT_POLL_S)
 
     async def _drive(self) -> None:
         core = self.core
         assert core is not None
         while True:
             deadline_ms = core.next_deadline()
-            if self.forge is not None:
-                deadline_ms = min(deadline_ms, int(self.forge[2]))
             event = None
             with trio.move_on_at(self._clock_origin + deadline_ms / 1000):
                 event = await self._inbox.receive()
@@ -262,7 +286,6 @@ class Node:
                 core.handle_timer(now)
             else:
                 self._dispatch(event, now)
-            self._maybe_forge(now)
             await self._execute()
 
     def _dispatch(self, event: tuple[Any, ...], now: int) -> None:
@@ -272,89 +295,48 @@ class Node:
         if kind == "message":
             core.receive(event[1], event[2], now)
         elif kind == "trained":
-            _, round_number, update = event
-            if not self.workload.wants_view:
-                self._submit(round_number, self._payload(update, round_number), now)
-            else:
-                self.forge = (round_number, update, now + self.workload.config.view_wait_ms)
+            _, round_number, payload = event
+            if round_number == core.round.number:
+                self.timing.trained = trio.current_time()
+            core.submit_update(round_number, payload, now)
         elif kind == "computed":
             _, request, result, seconds = event
             self.timing.compute_s += seconds
             core.computed(request, result, now)
 
-    def _payload(self, update: np.ndarray, round_number: int) -> bytes:
-        assert self.core is not None
-        return self.workload.forge(update, self.core.payloads_held(round_number), self.core.state.aggregate)
-
-    def _submit(self, round_number: int, payload: bytes, now: int) -> None:
-        assert self.core is not None
-        if round_number == self.core.round.number:
-            self.timing.trained = trio.current_time()
-        self.core.submit_update(round_number, payload, now)
-
-    def _maybe_forge(self, now: int) -> None:
-        """A view attack forges once it holds enough others' updates, or at its deadline."""
-        if self.forge is None or self.core is None:
-            return
-        round_number, update, deadline = self.forge
-        if round_number != self.core.round.number:
-            self.forge = None
-            return
-        wanted = self.genesis.size - self.genesis.faulty - 1
-        if now >= deadline or len(self.core.payloads_held(round_number)) >= wanted:
-            self.forge = None
-            self._submit(round_number, self._payload(update, round_number), now)
-
     # ------------------------------------------------------------------------------- effects out
 
     async def _execute(self) -> None:
-        core, transport, store = self.core, self.transport, self.store
-        assert core is not None and transport is not None and store is not None and self._nursery is not None
+        core = self.core
+        assert core is not None
         for effect in core.drain():
             if self.done.is_set() and not _serves_others(effect):
                 continue  # past --rounds: no new round, only help for members catching up
-            for item in [effect] if self.misbehaviour is None else self.misbehaviour.apply(effect):
-                if isinstance(item, Send):
-                    data = item.message.encode()
-                    transport.send(item.peer, data)
-                    self._sent(data)
-                elif isinstance(item, Broadcast):
-                    data = item.message.encode()
-                    transport.broadcast(data)
-                    self._sent(data)
-                elif isinstance(item, Raw):
-                    transport.send(item.peer, item.data)
-                elif isinstance(item, SignedSlot):
-                    await trio.to_thread.run_sync(store.sign, item.slot, item.content, item.payload)
-                elif isinstance(item, Train):
-                    self._nursery.start_soon(self._train, item)
-                elif isinstance(item, Compute):
-                    self._nursery.start_soon(self._compute, item)
-                elif isinstance(item, Commit):
-                    await trio.to_thread.run_sync(store.commit, item.record, item.state)
-                    await self._committed(item)
-                elif isinstance(item, Installed):
-                    await trio.to_thread.run_sync(store.install, list(item.records), item.state)
-                    self.committed = item.state.round
-                    self.log.info("caught_up", round=item.state.round, records=len(item.records))
-                    self._check_done()
-                elif isinstance(item, Event):
-                    if item.kind in LOGGED_EVENTS:
-                        self.log.info(item.kind, **item.fields)
-                elif isinstance(item, Penalize):
-                    transport.penalize(item.peer, item.reason)
+            effect_filter = self.hooks.effect_filter
+            for item in [effect] if effect_filter is None else effect_filter.apply(effect):
+                await execute(item, self._effects)
 
     def _sent(self, data: bytes) -> None:
-        if self.misbehaviour is not None:
-            self.misbehaviour.sent(data)
+        if self.hooks.effect_filter is not None:
+            self.hooks.effect_filter.sent(data)
 
     async def _train(self, effect: Train) -> None:
         # One training at a time; a round that ended while waiting (we caught up past it) is skipped.
+        core = self.core
+        assert core is not None
+        forge = self.hooks.forge
         async with self._training:
-            if self.core is None or self.core.round.number != effect.round:
+            if core.round.number != effect.round:
                 return
+            state = core.state  # what this round trains on (the Train effect came with its model)
+            if forge is not None:
+                forge.begin(effect.round, state)
             update = await trio.to_thread.run_sync(self.workload.train, effect.round, effect.model)
-        await self._inbox_send.send(("trained", effect.round, update))
+        if forge is not None:
+            payload = await forge.forge(effect.round, update, state)
+        else:
+            payload = await trio.to_thread.run_sync(self.workload.payload, update)
+        await self._inbox_send.send(("trained", effect.round, payload))
 
     async def _compute(self, effect: Compute) -> None:
         def work() -> tuple[RoundResult, float]:
@@ -366,10 +348,11 @@ class Node:
         await self._inbox_send.send(("computed", effect.request, result, seconds))
 
     async def _committed(self, commit: Commit) -> None:
+        """Account for a committed round; its log line follows once the model is evaluated."""
         now = trio.current_time()
         timing = self.timing
         record = commit.record
-        accuracy = await trio.to_thread.run_sync(self.workload.evaluate, commit.state.model)
+        statistics = self.transport.statistics().values() if self.transport else ()
         summary = RoundSummary(
             round=record.value.round,
             hash=record.value.id(self.genesis.hash).hex(),
@@ -380,10 +363,27 @@ class Node:
             compute_ms=round(timing.compute_s * 1000, 1),
             total_ms=round((now - timing.started) * 1000, 1),
             banned=sorted(set(commit.result.banned) | set(commit.result.proven)),
-            accuracy=None if accuracy is None else round(accuracy, 4),
+            accuracy=None,
+            bytes_sent=sum(peer.bytes_sent for peer in statistics),
+            bytes_received=sum(peer.bytes_received for peer in statistics),
+            cpu_s=round(time.process_time(), 3),
         )
         self.committed = record.value.round
         self.timing = _Timing(started=now)
+        try:
+            self._evaluations_send.send_nowait((summary, commit))
+        except trio.WouldBlock:
+            self._report(summary, commit)  # evaluation is behind: this round's line goes out unscored
+        self._check_done()
+
+    async def _report_rounds(self) -> None:
+        """Score each committed model on the test set off the effect loop (it must not delay the
+        next round's training), then write the round's line, in commit order."""
+        async for summary, commit in self._evaluations:
+            accuracy = await trio.to_thread.run_sync(self.workload.evaluate, commit.state.model)
+            self._report(replace(summary, accuracy=None if accuracy is None else round(accuracy, 4)), commit)
+
+    def _report(self, summary: RoundSummary, commit: Commit) -> None:
         ledger = commit.state.ledger
         reputations = None
         if ledger is not None and self.genesis.size <= REPUTATIONS_LOGGED_MAX:
@@ -401,46 +401,83 @@ class Node:
             banned=summary.banned,
             accuracy=summary.accuracy,
             reputation=reputations,
-            bytes_sent=sum(peer.bytes_sent for peer in self.transport.statistics().values()) if self.transport else 0,
-            bytes_received=sum(peer.bytes_received for peer in self.transport.statistics().values()) if self.transport else 0,
-            cpu_s=round(time.process_time(), 3),
+            bytes_sent=summary.bytes_sent,
+            bytes_received=summary.bytes_received,
+            cpu_s=summary.cpu_s,
         )
         if self.on_round is not None:
             self.on_round(summary)
-        self._check_done()
+        self.logged = max(self.logged, summary.round)
+        self._logged_changed.set()
+        self._logged_changed = trio.Event()
 
     def _check_done(self) -> None:
         if self.settings.rounds is not None and self.committed >= self.settings.rounds:
             self.done.set()
 
 
-def _serves_others(effect: object) -> bool:
+class _Effects:
+    """The Trio node's side of every effect (see `qora_p2p.protocol.effects`): each method returns a
+    coroutine, awaited in order, so a `SignedSlot` is on disk before anything after it leaves."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def send(self, effect: Send) -> None:
+        data = effect.message.encode()
+        self._transport().send(effect.peer, data)
+        self.node._sent(data)
+
+    async def broadcast(self, effect: Broadcast) -> None:
+        data = effect.message.encode()
+        self._transport().broadcast(data)
+        self.node._sent(data)
+
+    async def raw(self, effect: Raw) -> None:
+        self._transport().send(effect.peer, effect.data)
+
+    async def signed_slot(self, effect: SignedSlot) -> None:
+        await trio.to_thread.run_sync(self._store().sign, effect.slot, effect.content, effect.payload)
+
+    async def train(self, effect: Train) -> None:
+        self._nursery().start_soon(self.node._train, effect)
+
+    async def compute(self, effect: Compute) -> None:
+        self._nursery().start_soon(self.node._compute, effect)
+
+    async def commit(self, effect: Commit) -> None:
+        await trio.to_thread.run_sync(self._store().commit, effect.record, effect.state)
+        await self.node._committed(effect)
+
+    async def installed(self, effect: Installed) -> None:
+        node = self.node
+        await trio.to_thread.run_sync(self._store().install, list(effect.records), effect.state)
+        node.committed = effect.state.round
+        node.log.info("caught_up", round=effect.state.round, records=len(effect.records))
+        node._check_done()
+
+    async def event(self, effect: Event) -> None:
+        if effect.kind in LOGGED_EVENTS:
+            self.node.log.info(effect.kind, **effect.fields)
+
+    async def penalize(self, effect: Penalize) -> None:
+        self._transport().penalize(effect.peer, effect.reason)
+
+    def _transport(self) -> Transport:
+        assert self.node.transport is not None, "effects run only while the node runs"
+        return self.node.transport
+
+    def _store(self) -> Store:
+        assert self.node.store is not None, "effects run only while the node runs"
+        return self.node.store
+
+    def _nursery(self) -> trio.Nursery:
+        assert self.node._nursery is not None, "effects run only while the node runs"
+        return self.node._nursery
+
+
+def _serves_others(effect: Effect) -> bool:
     """Effects a node that has finished its rounds still executes while it lingers."""
     if isinstance(effect, Send):
         return isinstance(effect.message, Record | SyncResponse)
     return isinstance(effect, Commit | Installed | Event | Penalize)
-
-
-def read_fault_file(path: Path, members: int) -> LinkFaults:
-    """``{"blocked": [member indices], "delay_ms": int, "drop": float}`` (every key optional).
-
-    Raises:
-        ConfigError: unreadable, not JSON, or a value out of range.
-    """
-    try:
-        data = path.read_bytes()[: FAULT_FILE_BYTES_MAX + 1]
-        document = json.loads(data) if data.strip() else {}
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"fault file {path}: {error}") from error
-    if len(data) > FAULT_FILE_BYTES_MAX or not isinstance(document, dict):
-        raise ConfigError(f"fault file {path}: expected a small JSON object")
-    unknown = set(document) - {"blocked", "delay_ms", "drop"}
-    if unknown:
-        raise ConfigError(f"fault file {path}: unknown key {sorted(unknown)[0]!r}")
-    blocked = document.get("blocked", [])
-    if not isinstance(blocked, list) or not all(isinstance(item, int) and not isinstance(item, bool) and 0 <= item < members for item in blocked):
-        raise ConfigError(f"fault file {path}: blocked must be a list of member indices")
-    delay, drop = document.get("delay_ms", 0), document.get("drop", 0.0)
-    if isinstance(delay, bool) or not isinstance(delay, int) or isinstance(drop, bool) or not isinstance(drop, int | float):
-        raise ConfigError(f"fault file {path}: delay_ms must be an integer and drop a number")
-    return LinkFaults(frozenset(blocked), delay, float(drop))

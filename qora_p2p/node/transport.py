@@ -25,12 +25,11 @@ authenticated channels are bounded by the membership (one per member).
 
 from __future__ import annotations
 
-import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 import trio
@@ -38,7 +37,6 @@ import trio
 from qora_p2p.node.channel import ChannelLimits, SecureChannel, open_channel
 from qora_p2p.errors import (
     ChannelClosed,
-    ConfigError,
     HandshakeError,
     LocalProtocolError,
     MessageError,
@@ -48,10 +46,9 @@ from qora_p2p.protocol.genesis import Genesis
 from qora_p2p.identity import Identity
 from qora_p2p.protocol.messages import Limits, Message, decode
 
-__all__ = ["LinkFaults", "PeerStatistics", "Transport", "TransportLimits"]
+__all__ = ["LinkFilter", "PeerStatistics", "Transport", "TransportLimits"]
 
-DELAY_MS_MAX = 10_000  # injected link delay
-DELAYED_MESSAGES_MAX = 4_096  # messages held back by an injected delay, all peers together
+DELAYED_MESSAGES_MAX = 4_096  # messages held back by a link filter's delay, all peers together
 
 log = structlog.get_logger("qora.transport")
 
@@ -80,20 +77,17 @@ class TransportLimits:
             raise LocalProtocolError("TransportLimits.backoff_initial_ms exceeds backoff_max_ms")
 
 
-@dataclass(frozen=True, slots=True)
-class LinkFaults:
-    """Faults injected into this member's links (test networks): members cut off in both
-    directions, extra one-way delay on what we receive, and a probability of dropping a message."""
+class LinkFilter(Protocol):
+    """A hook for test networks (`qora_p2p.testnet.faults`): per message, whether it goes out, and
+    whether and when a received one is delivered. A production transport has none."""
 
-    blocked: frozenset[int] = frozenset()
-    delay_ms: int = 0
-    drop: float = 0.0
+    def outgoing(self, peer: int) -> bool:
+        """Whether to send a message to ``peer`` now (False drops it)."""
+        ...
 
-    def __post_init__(self) -> None:
-        if not 0 <= self.delay_ms <= DELAY_MS_MAX:
-            raise ConfigError(f"delay_ms must be in 0..{DELAY_MS_MAX}, got {self.delay_ms}")
-        if not 0.0 <= self.drop <= 1.0:
-            raise ConfigError(f"drop must be in [0, 1], got {self.drop}")
+    def incoming(self, peer: int) -> float | None:
+        """None to drop a message from ``peer``, else seconds to hold it before delivery (0: now)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +106,6 @@ class PeerStatistics:
     rate_limited: int
 
 
-NO_FAULTS = LinkFaults()
 
 
 class _Peer:
@@ -141,6 +134,7 @@ class Transport:
         on_connected: ``(peer)`` once a channel to ``peer`` is up (the node sends its hello).
         limits: see `TransportLimits`.
         channel_limits: frame and handshake limits (message size is raised to the genesis maximum).
+        link_filter: test networks only: drops or delays messages (`LinkFilter`).
     """
 
     def __init__(
@@ -152,6 +146,7 @@ class Transport:
         *,
         limits: TransportLimits = TransportLimits(),
         channel_limits: ChannelLimits | None = None,
+        link_filter: LinkFilter | None = None,
     ) -> None:
         me = genesis.member_index(identity.public_key)
         if me is None:
@@ -180,8 +175,7 @@ class Transport:
         self.refused = 0
         self._nursery: trio.Nursery | None = None
         self.listen_port: int | None = None
-        self.faults = LinkFaults()
-        self.fault_rng = random.Random(me)
+        self.link_filter = link_filter
         self.delayed = 0
         self.fault_dropped = 0
 
@@ -201,7 +195,7 @@ class Transport:
     def send(self, peer_index: int, data: bytes) -> None:
         """Queue ``data`` for ``peer_index``; drops the oldest queued message when the queue is full."""
         peer = self.peers[peer_index]
-        if peer_index in self.faults.blocked or (self.faults.drop and self.fault_rng.random() < self.faults.drop):
+        if self.link_filter is not None and not self.link_filter.outgoing(peer_index):
             self.fault_dropped += 1
             return
         peer.queue.append(data)
@@ -363,13 +357,13 @@ class Transport:
             if peer.scope is not None:
                 peer.scope.cancel()
 
-    async def _faulty_delivery(self, peer: _Peer, message: Message, nursery: trio.Nursery) -> bool:
-        """Apply injected faults to a received message; True if it is to be delivered now."""
-        faults = self.faults
-        if peer.index in faults.blocked:
+    async def _filtered_delivery(self, link_filter: LinkFilter, peer: _Peer, message: Message, nursery: trio.Nursery) -> bool:
+        """Apply the link filter to a received message; True if it is to be delivered now."""
+        delay_s = link_filter.incoming(peer.index)
+        if delay_s is None:
             self.fault_dropped += 1
             return False
-        if not faults.delay_ms:
+        if not delay_s:
             return True
         if self.delayed >= DELAYED_MESSAGES_MAX:
             self.fault_dropped += 1
@@ -378,7 +372,7 @@ class Transport:
 
         async def later() -> None:
             try:
-                await trio.sleep(faults.delay_ms / 1000)
+                await trio.sleep(delay_s)
                 await self.on_message(peer.index, message)
             finally:
                 self.delayed -= 1
@@ -416,7 +410,7 @@ class Transport:
                 if peer.penalties >= limits.penalties_max:
                     return "too many violations"
                 continue
-            if self.faults != NO_FAULTS and not await self._faulty_delivery(peer, message, nursery):
+            if self.link_filter is not None and not await self._filtered_delivery(self.link_filter, peer, message, nursery):
                 continue
             await self.on_message(peer.index, message)
             if peer.penalties >= limits.penalties_max:

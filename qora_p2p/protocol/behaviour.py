@@ -28,10 +28,10 @@ Randomness comes from the ``rng`` given (the simulator's seeded stream, or a nod
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-from qora_p2p.protocol.core import Broadcast, Send
+from typing import TYPE_CHECKING
+
+from qora_p2p.protocol.effects import Broadcast, Effect, Raw, Send
 from qora_p2p.errors import ConfigError
 from qora_p2p.identity import Identity
 from qora_p2p.protocol.messages import NIL, Precommit, Prevote, Proposal, Update, Value
@@ -39,7 +39,7 @@ from qora_p2p.protocol.messages import NIL, Precommit, Prevote, Proposal, Update
 if TYPE_CHECKING:
     import random
 
-__all__ = ["PROTOCOL_BEHAVIOURS", "Misbehaviour", "Raw"]
+__all__ = ["PROTOCOL_BEHAVIOURS", "Misbehaviour"]
 
 PROTOCOL_BEHAVIOURS = (
     "equivocate_updates",
@@ -54,14 +54,6 @@ PROTOCOL_BEHAVIOURS = (
 REPLAY_HISTORY_MAX = 64  # own old messages kept for replays
 REPLAY_TARGETS = 3  # members that get a replayed message per broadcast
 JUNK_BYTES_MAX = 64
-
-
-@dataclass(frozen=True, slots=True)
-class Raw:
-    """Bytes sent to ``peer`` as they are, bypassing the message encoder (junk or a replay)."""
-
-    peer: int
-    data: bytes
 
 
 class _LazyHalf:
@@ -102,7 +94,7 @@ class Misbehaviour:
         if self.behaviour == "replay" and len(self.history) < REPLAY_HISTORY_MAX:
             self.history.append(data)
 
-    def apply(self, effect: Any) -> list[Any]:  # noqa: PLR0911
+    def apply(self, effect: Effect) -> list[Effect]:  # noqa: PLR0911
         """The effects to execute instead of ``effect`` (``Raw`` items send bytes as they are)."""
         behaviour = self.behaviour
         if behaviour == "silent" and isinstance(effect, Send | Broadcast):

@@ -32,6 +32,7 @@ from qora_p2p.identity import Identity, verify
 
 __all__ = [
     "DIGEST_BYTES",
+    "MESSAGE_TYPES",
     "NIL",
     "Announce",
     "Evidence",
@@ -525,6 +526,22 @@ class EvidenceMessage(Message):
 
 # ---------------------------------------------------------------------------------------------
 # decoding
+
+
+MESSAGE_TYPES: tuple[type[Message], ...] = (
+    Hello,
+    Update,
+    Announce,
+    Fetch,
+    Proposal,
+    Prevote,
+    Precommit,
+    Record,
+    SyncRequest,
+    SyncResponse,
+    EvidenceMessage,
+)  # every type `decode` can produce; the core's admission table must cover exactly these
+assert len({kind.TAG for kind in MESSAGE_TYPES}) == len(MESSAGE_TYPES), "one tag per message type"
 
 
 def _header(value: Any, name: str) -> SignedHeader:

@@ -39,18 +39,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from qora_p2p.protocol.behaviour import PROTOCOL_BEHAVIOURS, Misbehaviour, Raw
-from qora_p2p.protocol.core import (
+from qora_p2p.protocol.behaviour import PROTOCOL_BEHAVIOURS, Misbehaviour
+from qora_p2p.protocol.core import NodeCore
+from qora_p2p.protocol.effects import (
     Broadcast,
     Commit,
     Compute,
+    Effect,
     Event,
     Installed,
-    NodeCore,
     Penalize,
+    Raw,
     Send,
     SignedSlot,
     Train,
+    execute,
 )
 from qora_p2p.errors import MessageError, QoraError
 from qora_p2p.fixedpoint import encode as encode_fixed
@@ -225,6 +228,77 @@ class _Node:
         self.misbehaviour = misbehaviour
         self.alive = True
         self.timer_at: int | None = None
+        self.effects: _Effects  # set by the simulation right after
+
+
+class _Effects:
+    """One simulated member's driver: executes its core's effects (see `qora_p2p.protocol.effects`)."""
+
+    def __init__(self, simulation: Simulation, node: _Node) -> None:
+        self.simulation, self.node = simulation, node
+
+    def raw(self, effect: Raw) -> None:
+        self.simulation.messages["junk"] += 1
+        self.simulation._transmit(self.node.index, effect.peer, effect.data)
+
+    def send(self, effect: Send) -> None:
+        simulation = self.simulation
+        data = simulation._encode(effect.message)
+        simulation.messages[type(effect.message).__name__] += 1
+        simulation._transmit(self.node.index, effect.peer, data)
+        self._sent(data)
+
+    def broadcast(self, effect: Broadcast) -> None:
+        simulation = self.simulation
+        data = simulation._encode(effect.message)
+        simulation.messages[type(effect.message).__name__] += simulation.config.nodes - 1
+        for peer in range(simulation.config.nodes):
+            simulation._transmit(self.node.index, peer, data)
+        self._sent(data)
+
+    def _sent(self, data: bytes) -> None:
+        if self.node.misbehaviour is not None:
+            self.node.misbehaviour.sent(data)
+
+    def signed_slot(self, effect: SignedSlot) -> None:
+        node, simulation = self.node, self.simulation
+        node.durable.signed[effect.slot] = effect.content
+        if effect.payload is not None:
+            node.durable.payloads[effect.slot[1]] = effect.payload
+        if node.index not in simulation.byzantine:
+            earlier = simulation.signatures.setdefault((node.index, effect.slot), effect.content)
+            if earlier != effect.content:
+                simulation.violations.append(f"double signing: member {node.index} signed two contents for {effect.slot}")
+
+    def train(self, effect: Train) -> None:
+        simulation = self.simulation
+        low, high = TRAIN_MS
+        simulation._push(simulation.now + simulation.rng.randint(low, high), "trained", (self.node.index, effect.round))
+
+    def compute(self, effect: Compute) -> None:
+        simulation = self.simulation
+        simulation._push(simulation.now + COMPUTE_MS, "computed", (self.node.index, effect.request, simulation._compute(effect)))
+
+    def commit(self, effect: Commit) -> None:
+        self.simulation._committed(self.node, effect.record, effect.state, effect.result.banned + effect.result.proven)
+
+    def installed(self, effect: Installed) -> None:
+        node, simulation = self.node, self.simulation
+        index = node.index
+        node.durable.records.extend(effect.records)
+        if index not in simulation.byzantine and effect.state.round >= simulation.config.rounds > node.durable.state.round:
+            simulation.finished += 1
+        node.durable.state = effect.state
+        for record in effect.records:
+            simulation._check_agreement(index, record.value.round, record.value.id(simulation.genesis.hash), None)
+
+    def event(self, effect: Event) -> None:
+        simulation = self.simulation
+        simulation.events[effect.kind] += 1
+        simulation.trace.update(f"e/{simulation.now}/{self.node.index}/{effect.kind}".encode())
+
+    def penalize(self, effect: Penalize) -> None:
+        self.simulation.penalties += 1
 
 
 class Simulation:
@@ -286,7 +360,9 @@ class Simulation:
             misbehaviour = None
             if strategy in PROTOCOL_BEHAVIOURS:
                 misbehaviour = Misbehaviour(strategy, identity, self.genesis.hash, index, config.nodes, self.rng)
-            self.nodes.append(_Node(index, identity, self._core(identity, durable, 0), durable, strategy, misbehaviour))
+            node = _Node(index, identity, self._core(identity, durable, 0), durable, strategy, misbehaviour)
+            node.effects = _Effects(self, node)
+            self.nodes.append(node)
 
     # ------------------------------------------------------------------------ plumbing
 
@@ -355,50 +431,8 @@ class Simulation:
             node.timer_at = deadline
             self._push(deadline, "timer", (node.index, deadline))
 
-    def _effect(self, node: _Node, effect: Any) -> None:  # noqa: PLR0912
-        index = node.index
-        if isinstance(effect, Raw):
-            self.messages["junk"] += 1
-            self._transmit(index, effect.peer, effect.data)
-        elif isinstance(effect, Send | Broadcast):
-            data = self._encode(effect.message)
-            kind = type(effect.message).__name__
-            if isinstance(effect, Send):
-                self.messages[kind] += 1
-                self._transmit(index, effect.peer, data)
-            else:
-                self.messages[kind] += self.config.nodes - 1
-                for peer in range(self.config.nodes):
-                    self._transmit(index, peer, data)
-            if node.misbehaviour is not None:
-                node.misbehaviour.sent(data)
-        elif isinstance(effect, SignedSlot):
-            node.durable.signed[effect.slot] = effect.content
-            if effect.payload is not None:
-                node.durable.payloads[effect.slot[1]] = effect.payload
-            if index not in self.byzantine:
-                earlier = self.signatures.setdefault((index, effect.slot), effect.content)
-                if earlier != effect.content:
-                    self.violations.append(f"double signing: member {index} signed two contents for {effect.slot}")
-        elif isinstance(effect, Train):
-            low, high = TRAIN_MS
-            self._push(self.now + self.rng.randint(low, high), "trained", (index, effect.round))
-        elif isinstance(effect, Compute):
-            self._push(self.now + COMPUTE_MS, "computed", (index, effect.request, self._compute(effect)))
-        elif isinstance(effect, Commit):
-            self._committed(node, effect.record, effect.state, effect.result.banned + effect.result.proven)
-        elif isinstance(effect, Installed):
-            node.durable.records.extend(effect.records)
-            if index not in self.byzantine and effect.state.round >= self.config.rounds > node.durable.state.round:
-                self.finished += 1
-            node.durable.state = effect.state
-            for record in effect.records:
-                self._check_agreement(index, record.value.round, record.value.id(self.genesis.hash), None)
-        elif isinstance(effect, Event):
-            self.events[effect.kind] += 1
-            self.trace.update(f"e/{self.now}/{index}/{effect.kind}".encode())
-        elif isinstance(effect, Penalize):
-            self.penalties += 1
+    def _effect(self, node: _Node, effect: Effect) -> None:
+        execute(effect, node.effects)
 
     def _compute(self, effect: Compute) -> RoundResult:
         key = hashlib.sha256()

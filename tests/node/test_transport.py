@@ -9,7 +9,8 @@ import trio.testing
 from qora_p2p.node.channel import open_channel
 from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.identity import Identity
-from qora_p2p.node.transport import LinkFaults, Transport, TransportLimits
+from qora_p2p.node.transport import Transport, TransportLimits
+from qora_p2p.testnet.faults import FaultInjector, LinkFaults
 
 
 def _transport(limits: TransportLimits) -> Transport:
@@ -43,7 +44,7 @@ def test_queue_byte_limit_holds_with_large_messages():
 def test_blocked_peers_get_nothing():
     """An injected partition drops what we send to the blocked member, and only to it."""
     transport = _transport(TransportLimits())
-    transport.faults = LinkFaults(blocked=frozenset({3}))
+    transport.link_filter = FaultInjector(0, LinkFaults(blocked=frozenset({3})))
     transport.broadcast(b"hello")
     stats = transport.statistics()
     assert stats[3].queued_messages == 0 and stats[1].queued_messages == stats[2].queued_messages == 1

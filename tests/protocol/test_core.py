@@ -6,7 +6,8 @@ import hashlib
 import pytest
 
 from qora_p2p.protocol import core as core_module
-from qora_p2p.protocol.core import Broadcast, NodeCore, Penalize, SignedSlot, Train
+from qora_p2p.protocol.core import NodeCore
+from qora_p2p.protocol.effects import Broadcast, Penalize, SignedSlot, Train
 from qora_p2p.errors import LocalProtocolError
 from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.identity import Identity
@@ -66,7 +67,7 @@ def test_views_churning_for_long_keep_memory_bounded():
         now = node.next_deadline()
         node.handle_timer(now)
         node.drain()
-    current = node.round
+    current = node.round.agreement
     assert current.consensus.view >= 150
     assert len({key[1] for key in current.votes}) <= core_module.VIEWS_KEPT + 3
     assert len(current.consensus.prevotes) <= core_module.VIEWS_KEPT + 3

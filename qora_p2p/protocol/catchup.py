@@ -1,0 +1,126 @@
+"""Catching up: certified records and state snapshots for members that fell behind.
+
+Theory of operation
+-------------------
+A member learns it is behind from a peer's `Hello`, a record, or a message of a later round. It
+then asks one peer at a time (`SyncRequest`, at most one per `SYNC_RETRY_MS`; a request refused by
+that limit is remembered and sent once allowed) for certified records from its round on and, when
+the peer's state is at the last of them, a snapshot of that state. A response is installed only if
+its last record's certificate verifies and the snapshot's digests match that record; records of
+our own round whose certificate is in hand are adopted through agreement (validated like a
+proposal). A peer still in an earlier round is sent, once, the record that ended it.
+
+The `CatchUp` keeps the newest `RECORDS_WINDOW` committed records in memory to serve others.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from qora_p2p.errors import MessageError
+from qora_p2p.protocol.effects import Installed, Send
+from qora_p2p.protocol.limits import MESSAGES_PER_PEER_PER_ROUND_MAX, RECORDS_WINDOW, SYNC_RETRY_MS
+from qora_p2p.protocol.messages import SYNC_RECORDS_MAX, Record, StateSnapshot, SyncRequest, SyncResponse
+from qora_p2p.protocol.state import snapshot_bytes, state_from_snapshot
+
+if TYPE_CHECKING:
+    from qora_p2p.protocol.core import NodeCore
+
+__all__ = ["CatchUp"]
+
+
+class CatchUp:
+    """One member's side of catch-up, as the one asking and as the one serving."""
+
+    def __init__(self, core: NodeCore, records: Sequence[Record]) -> None:
+        self.core = core
+        self.records: deque[Record] = deque(records, maxlen=RECORDS_WINDOW)
+        self.deadline = 0  # no new request before this time
+        self.pending: int | None = None  # a peer to ask once the deadline passes
+
+    def deadlines(self, now_ms: int) -> list[int]:
+        return [] if self.pending is None else [max(self.deadline, now_ms + 1)]
+
+    def retry(self, now_ms: int) -> None:
+        """Send the request the rate limit held back, once allowed."""
+        if self.pending is not None and now_ms >= self.deadline:
+            self.request(self.pending, now_ms)
+
+    def request(self, peer: int, now_ms: int) -> None:
+        """Ask ``peer`` for records from our round on (now, or as soon as the limit allows)."""
+        if now_ms < self.deadline:
+            self.pending = peer  # asked too soon after the last request: ask when allowed
+            return
+        self.pending = None
+        self.deadline = now_ms + SYNC_RETRY_MS
+        self.core.emit(Send(peer, SyncRequest(self.core.round.number, SYNC_RECORDS_MAX, True)))
+
+    def help_behind(self, peer: int, round_number: int) -> None:
+        """A peer is still in an earlier round: send it the record that ends that round (once)."""
+        sent = self.core.round.records_sent
+        if (peer, round_number) in sent or len(sent) >= MESSAGES_PER_PEER_PER_ROUND_MAX:
+            return
+        for record in self.records:
+            if record.value.round == round_number:
+                sent.add((peer, round_number))
+                self.core.emit(Send(peer, record))
+                return
+
+    def serve(self, peer: int, request: SyncRequest) -> None:
+        if not self.records:
+            return
+        state = self.core.state
+        wanted = [record for record in self.records if request.first <= record.value.round < request.first + request.count]
+        if not wanted:
+            wanted = list(self.records)[-min(request.count or 1, SYNC_RECORDS_MAX) :]
+        snapshot = None
+        if request.want_state and wanted[-1].value.round == state.round:
+            model, aggregate_bytes, ledger = snapshot_bytes(state)
+            snapshot = StateSnapshot(state.round, model, aggregate_bytes, ledger)
+        self.core.emit(Send(peer, SyncResponse(tuple(wanted[:SYNC_RECORDS_MAX]), snapshot)))
+
+    def on_record(self, peer: int, record: Record, now_ms: int) -> None:
+        """A record pushed by a peer: ours to adopt, or a sign that we are behind."""
+        current = self.core.round.number
+        if record.value.round == current:
+            self.install(peer, SyncResponse((record,), None), now_ms)
+        elif record.value.round > current:
+            self.request(peer, now_ms)
+
+    def install(self, peer: int, response: SyncResponse, now_ms: int) -> None:
+        """Adopt certified records (and a snapshot) that take us past our current round.
+
+        Raises:
+            MessageError, SignatureError: a certificate that does not verify, or a snapshot that
+                does not match its record.
+        """
+        core = self.core
+        records = sorted(response.records, key=lambda record: record.value.round)
+        if not records:
+            return
+        last = records[-1]
+        if last.value.round < core.round.number:
+            return
+        agreement = core.round.agreement
+        if response.state is None and agreement.certified(last.value.id(core.genesis_hash)):
+            # A certificate for this value is already in hand, yet the round is not over: we
+            # cannot validate it (an input no one still in this round can send us). The peer is
+            # past it: take its certified state instead.
+            self.request(peer, now_ms)
+            return
+        round_hash = last.verify(core.genesis_hash, core.keys, core.genesis.quorum, core.verifier)
+        if response.state is None or response.state.round != last.value.round:
+            if last.value.round == core.round.number:
+                agreement.adopt_certified(last, round_hash, now_ms)
+            return
+        snapshot = response.state
+        state = state_from_snapshot(core.genesis, snapshot.round, round_hash, snapshot.model, snapshot.aggregate, snapshot.ledger)
+        if state.model_digest() != last.value.model_digest or state.ledger_digest() != last.value.ledger_digest:
+            raise MessageError("snapshot does not match the certified round")
+        contiguous = [record for record in records if record.value.round > core.state.round]
+        self.records.extend(contiguous)
+        core.emit(Installed(tuple(contiguous), state))
+        core.event("caught_up", from_round=core.round.number, to_round=state.round, peer=peer)
+        core.advance(state, now_ms)
