@@ -19,6 +19,10 @@ different content for a slot (`DoubleSignError`), which is what makes "never sig
 across SIGKILL: the core emits the slot, the driver calls `sign`, and only then does the signed
 message leave the process.
 
+The simulator runs this very store on an in-memory database (`Store.in_memory`), so the
+last-signed lifecycle (written before the signed message leaves, pruned at commit, restored at
+start) is one piece of code under both drivers.
+
 Threads: the node calls these methods from a worker thread (``trio.to_thread``), one at a time;
 the connection is opened with ``check_same_thread=False`` for that reason and a lock serialises use.
 """
@@ -52,6 +56,7 @@ CHECKPOINT_EVERY_ROUNDS = 10  # a full model copy every this many rounds, to ins
 CHECKPOINTS_KEPT = 5  # older checkpoints are deleted: disk use stays bounded by this many models
 RECORDS_RESTORED_MAX = 256  # records handed back to the core at start (it serves catch-up from them)
 BUSY_TIMEOUT_S = 30.0  # another process holding the database (inspect) waits at most this long
+MEMORY = ":memory:"  # SQLite's name for a database that lives in this process only
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -104,29 +109,38 @@ class Store:
         StoreError: the directory belongs to another network or member, or is unreadable.
     """
 
-    def __init__(self, directory: str | Path, genesis: Genesis, public_key: bytes, *, readonly: bool = False) -> None:
-        self.directory = Path(directory)
+    def __init__(self, directory: str | Path | None, genesis: Genesis, public_key: bytes, *, readonly: bool = False) -> None:
+        self.directory = Path(directory) if directory is not None else Path(MEMORY)
         self.genesis = genesis
         self.limits = Limits(genesis.size, genesis.model.dimension)
         self._lock = threading.Lock()
         path = self.directory / DATABASE_NAME
-        if readonly and not path.exists():
+        if readonly and (directory is None or not path.exists()):
             raise StoreError(f"no node database at {path}")
         try:
             if readonly:
                 # Read-only readers (inspect) never block the running node: WAL lets both proceed.
                 self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             else:
-                self.directory.mkdir(parents=True, exist_ok=True)
-                self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
+                if directory is None:
+                    self._db = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
+                else:
+                    self.directory.mkdir(parents=True, exist_ok=True)
+                    self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                    self._db.execute("PRAGMA synchronous=FULL")
                 self._db.executescript(_SCHEMA)
             self._claim(genesis, public_key, readonly)
         except sqlite3.DatabaseError as error:
             raise StoreError(f"{path}: {error}") from error
         except OSError as error:
             raise StoreError(f"{self.directory}: {error.strerror or error}") from error
+
+    @classmethod
+    def in_memory(cls, genesis: Genesis, public_key: bytes) -> Store:
+        """The same store on an in-memory database (gone when closed): the simulator's members keep
+        their durable state in it, so simulated crashes exercise the real slot lifecycle."""
+        return cls(None, genesis, public_key)
 
     def _claim(self, genesis: Genesis, public_key: bytes, readonly: bool) -> None:
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())

@@ -13,9 +13,11 @@ Each member is a `NodeCore` (the same class the TCP node drives) plus a simulate
 executes its effects: messages are encoded to bytes, carried over a link (delay, drop, duplicate;
 reordering falls out of random delays), and decoded at the receiver, so codecs and size limits are
 exercised as on the network; `SignedSlot`, `Commit` and `Installed` go to the member's durable
-store, which survives a simulated crash; `Compute` runs `compute_round` (results are shared between
-members through a cache keyed by the inputs, which changes nothing but time); `Train` produces a
-synthetic update (a persistent direction, a per-round drift and member noise, in fixed point).
+store, the node's own `Store` on an in-memory SQLite database, which survives a simulated crash (a
+restarted member's core is built from `Store.restore`, as the Trio node's is); `Compute` runs
+`compute_round` (results are shared between members through a cache keyed by the inputs, which
+changes nothing but time); `Train` produces a synthetic update (a persistent direction, a per-round
+drift and member noise, in fixed point).
 
 Byzantine members run an honest core whose effects pass through a strategy (`STRATEGIES`):
 equivocating updates, proposals and votes; invalid proposals; withheld votes; silence; junk bytes;
@@ -75,6 +77,7 @@ from qora_p2p.protocol.state import (
     genesis_state,
 )
 from qora_p2p.learning.synthetic import synthetic_update
+from qora_p2p.node.store import DoubleSignError, Store
 
 __all__ = ["FAULT_PROFILES", "STRATEGIES", "Fault", "Links", "SimConfig", "SimResult", "Simulation", "run_simulation"]
 
@@ -212,20 +215,14 @@ class SimResult:
         return not any(not violation.startswith("liveness") for violation in self.violations)
 
 
-@dataclass
-class _Durable:
-    """What survives a crash: the last-signed slots, our payloads, records, the committed state."""
-
-    state: AgreedState
-    signed: dict[tuple[str, int, int], bytes] = field(default_factory=dict)
-    payloads: dict[int, bytes] = field(default_factory=dict)
-    records: list[Any] = field(default_factory=list)
-
-
 class _Node:
-    def __init__(self, index: int, identity: Identity, core: NodeCore, durable: _Durable, strategy: str | None, misbehaviour: Misbehaviour | None) -> None:
-        self.index, self.identity, self.core, self.durable, self.strategy = index, identity, core, durable, strategy
+    """One simulated member: its core, its durable store (the real one, in memory) and its role."""
+
+    def __init__(self, index: int, identity: Identity, store: Store, strategy: str | None, misbehaviour: Misbehaviour | None) -> None:
+        self.index, self.identity, self.store, self.strategy = index, identity, store, strategy
         self.misbehaviour = misbehaviour
+        self.core: NodeCore  # set by the simulation right after
+        self.state: AgreedState  # the last committed state, as the checkers see it
         self.alive = True
         self.timer_at: int | None = None
         self.effects: _Effects  # set by the simulation right after
@@ -262,9 +259,10 @@ class _Effects:
 
     def signed_slot(self, effect: SignedSlot) -> None:
         node, simulation = self.node, self.simulation
-        node.durable.signed[effect.slot] = effect.content
-        if effect.payload is not None:
-            node.durable.payloads[effect.slot[1]] = effect.payload
+        try:
+            node.store.sign(effect.slot, effect.content, effect.payload)
+        except DoubleSignError as error:
+            simulation.violations.append(f"double signing: member {node.index}'s store refused {effect.slot}: {error}")
         if node.index not in simulation.byzantine:
             earlier = simulation.signatures.setdefault((node.index, effect.slot), effect.content)
             if earlier != effect.content:
@@ -285,10 +283,10 @@ class _Effects:
     def installed(self, effect: Installed) -> None:
         node, simulation = self.node, self.simulation
         index = node.index
-        node.durable.records.extend(effect.records)
-        if index not in simulation.byzantine and effect.state.round >= simulation.config.rounds > node.durable.state.round:
+        node.store.install(list(effect.records), effect.state)
+        if index not in simulation.byzantine and effect.state.round >= simulation.config.rounds > node.state.round:
             simulation.finished += 1
-        node.durable.state = effect.state
+        node.state = effect.state
         for record in effect.records:
             simulation._check_agreement(index, record.value.round, record.value.id(simulation.genesis.hash), None)
 
@@ -355,12 +353,13 @@ class Simulation:
         state = genesis_state(self.genesis)
         self.nodes = []
         for index, identity in enumerate(self.identities):
-            durable = _Durable(state)
             strategy = config.strategy_of(index) if index in self.byzantine else None
             misbehaviour = None
             if strategy in PROTOCOL_BEHAVIOURS:
                 misbehaviour = Misbehaviour(strategy, identity, self.genesis.hash, index, config.nodes, self.rng)
-            node = _Node(index, identity, self._core(identity, durable, 0), durable, strategy, misbehaviour)
+            node = _Node(index, identity, Store.in_memory(self.genesis, identity.public_key), strategy, misbehaviour)
+            node.state = state
+            node.core = self._core(node, 0)
             node.effects = _Effects(self, node)
             self.nodes.append(node)
 
@@ -381,17 +380,17 @@ class Simulation:
         if not verdict:
             verify_signature(key, domain_bytes, body, signature)  # raises the real SignatureError
 
-    def _core(self, identity: Identity, durable: _Durable, now: int) -> NodeCore:
-        round_number = durable.state.round + 1
-        signed = {slot: content for slot, content in durable.signed.items() if slot[1] == round_number}
+    def _core(self, node: _Node, now: int) -> NodeCore:
+        """A core started from the member's store, as the Trio node starts one after a crash."""
+        restored = node.store.restore()
         return NodeCore(
             self.genesis,
-            identity,
-            state=durable.state,
+            node.identity,
+            state=restored.state,
             now_ms=now,
-            signed=signed,
-            own_payload=durable.payloads.get(round_number),
-            records=durable.records[-256:],
+            signed=restored.signed,
+            own_payload=restored.own_payload,
+            records=restored.records,
             verifier=self._verify,
         )
 
@@ -477,10 +476,9 @@ class Simulation:
     def _committed(self, node: _Node, record: Any, state: AgreedState, banned: tuple[int, ...]) -> None:
         index = node.index
         value = record.value
-        previous = node.durable.state
-        node.durable.records.append(record)
-        node.durable.state = state
-        node.durable.signed = {slot: content for slot, content in node.durable.signed.items() if slot[1] > state.round}
+        previous = node.state
+        node.store.commit(record, state)
+        node.state = state
         if index in self.byzantine:
             return
         eligible = set(eligible_members(self.genesis, previous, value.round))
@@ -559,7 +557,7 @@ class Simulation:
         elif fault.kind == "restart":
             for member in fault.members:
                 node = self.nodes[member]
-                node.core = self._core(node.identity, node.durable, self.now)
+                node.core = self._core(node, self.now)
                 node.alive = True
                 self._run_effects(node)
                 for peer in range(self.config.nodes):
@@ -598,11 +596,13 @@ class Simulation:
             else:
                 self.trace.update(f"{kind[0]}/{at}/{payload[0] if kind != 'fault' else ''}".encode())
             self._handle(kind, payload)
-        committed = {node.index: node.durable.state.round for node in self.nodes}
+        for node in self.nodes:
+            node.store.close()
+        committed = {node.index: node.state.round for node in self.nodes}
         if not self.violations:
             for node in self.nodes:
-                if node.index not in self.byzantine and node.durable.state.round < self.config.rounds:
-                    self.violations.append(f"liveness: member {node.index} committed {node.durable.state.round} of {self.config.rounds} rounds")
+                if node.index not in self.byzantine and node.state.round < self.config.rounds:
+                    self.violations.append(f"liveness: member {node.index} committed {node.state.round} of {self.config.rounds} rounds")
         return SimResult(
             self.config,
             committed,
