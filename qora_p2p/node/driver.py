@@ -203,15 +203,7 @@ class Node:
         try:
             restored = await trio.to_thread.run_sync(store.restore)
             self.committed = restored.state.round
-            self.core = NodeCore(
-                self.genesis,
-                self.identity,
-                state=restored.state,
-                now_ms=0,
-                signed=restored.signed,
-                own_payload=restored.own_payload,
-                records=restored.records,
-            )
+            self.core = restored.core(self.genesis, self.identity, now_ms=0)
             self.log.info(
                 "node_started",
                 member=self.me,

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,8 @@ import msgpack
 from qora_p2p.errors import ConfigError, LocalProtocolError, MessageError, QoraError
 from qora_p2p.learning.genesis_model import initial_model
 from qora_p2p.protocol.genesis import Genesis, dump_genesis, parse_genesis
+from qora_p2p.identity import Identity, verify
+from qora_p2p.protocol.core import NodeCore
 from qora_p2p.protocol.messages import Limits, Record, decode
 from qora_p2p.protocol.state import (
     AgreedState,
@@ -71,6 +73,9 @@ CREATE TABLE IF NOT EXISTS signed (
 """
 
 
+Verifier = Callable[[bytes, bytes, bytes, bytes], None]  # (key, domain, body, signature), raises if bad
+
+
 class StoreError(QoraError):
     """The data directory cannot be used: another network or member, a newer schema, corruption."""
 
@@ -87,6 +92,19 @@ class Restored:
     signed: dict[tuple[str, int, int], bytes]  # slots of the round in progress
     own_payload: bytes | None  # our signed update of the round in progress, if any
     records: list[Record]  # the newest committed records
+
+    def core(self, genesis: Genesis, identity: Identity, now_ms: int, verifier: Verifier = verify) -> NodeCore:
+        """The protocol core that resumes from this durable state (both drivers start one so)."""
+        return NodeCore(
+            genesis,
+            identity,
+            state=self.state,
+            now_ms=now_ms,
+            signed=self.signed,
+            own_payload=self.own_payload,
+            records=self.records,
+            verifier=verifier,
+        )
 
 
 def _encode_state(state: AgreedState) -> bytes:

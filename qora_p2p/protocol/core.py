@@ -79,7 +79,14 @@ from qora_p2p.protocol.effects import (
 )
 from qora_p2p.protocol.evidence import EvidencePool
 from qora_p2p.protocol.genesis import Genesis
-from qora_p2p.protocol.limits import FUTURE_MESSAGES_MAX, GOSSIP_INTERVAL_MS, MESSAGES_PER_PEER_PER_ROUND_MAX, VIEWS_KEPT
+from qora_p2p.protocol.limits import (
+    EVIDENCE_POOL_MAX,
+    FUTURE_MESSAGES_MAX,
+    GOSSIP_INTERVAL_MS,
+    MESSAGES_PER_PEER_PER_ROUND_MAX,
+    UPDATES_PER_SENDER_MAX,
+    VIEWS_KEPT,
+)
 from qora_p2p.protocol.messages import (
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
@@ -196,9 +203,21 @@ class NodeCore:
     # ---------------------------------------------------------------------------- public inputs
 
     def drain(self) -> list[Effect]:
-        """Effects produced so far, in execution order."""
+        """Effects produced so far, in execution order (the core's invariants are checked first)."""
+        self._check_invariants()
         effects, self.effects = self.effects, []
         return effects
+
+    def _check_invariants(self) -> None:
+        """What every input must leave true; a failure is a bug in the core, never bad input."""
+        current = self.round
+        assert not current.closed, "the current round is open"
+        assert current.number == self.state.round + 1, "the round in progress follows the committed state"
+        assert all(slot[1] > self.state.round for slot in self.signed), "no slot of a committed round is kept"
+        assert len(self.future) <= FUTURE_MESSAGES_MAX, "the next round's buffer is bounded"
+        assert all(len(held) <= UPDATES_PER_SENDER_MAX for held in current.updates.held.values()), "at most two updates per sender"
+        assert set(current.updates.held) <= current.eligible, "only eligible members' updates are held"
+        assert len(self.evidence.pending) <= EVIDENCE_POOL_MAX, "the evidence pool is bounded"
 
     def next_deadline(self) -> int:
         """The earliest time `handle_timer` has something to do (always after the last event)."""

@@ -382,17 +382,7 @@ class Simulation:
 
     def _core(self, node: _Node, now: int) -> NodeCore:
         """A core started from the member's store, as the Trio node starts one after a crash."""
-        restored = node.store.restore()
-        return NodeCore(
-            self.genesis,
-            node.identity,
-            state=restored.state,
-            now_ms=now,
-            signed=restored.signed,
-            own_payload=restored.own_payload,
-            records=restored.records,
-            verifier=self._verify,
-        )
+        return node.store.restore().core(self.genesis, node.identity, now, self._verify)
 
     def _push(self, at: int, kind: str, payload: Any) -> None:
         self.sequence += 1
