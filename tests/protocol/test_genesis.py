@@ -10,7 +10,7 @@ from qora_p2p.identity import Identity, public_key_hex
 
 
 def document(count=4, **overrides):
-    keys = [public_key_hex(Identity.from_seed(bytes([index + 1]) * 32).public_key) for index in range(count)]
+    keys = keys_of(count)
     base = {
         "network_id": "test-net",
         "model": {"kind": "logistic", "features": 64, "classes": 10},
@@ -19,6 +19,97 @@ def document(count=4, **overrides):
     }
     base.update(overrides)
     return base
+
+
+def members_toml(count, ipv6_first=False):
+    """``[[members]]`` tables for ``count`` members with fixed keys (so hashes can be pinned)."""
+    tables = []
+    for index, key in enumerate(keys_of(count)):
+        address = f"[::1]:{7000 + index}" if ipv6_first and index == 0 else f"127.0.0.1:{7000 + index}"
+        tables.append(f'[[members]]\nname = "n{index}"\npublic_key = "{key}"\naddress = "{address}"\n')
+    return "\n".join(tables)
+
+
+def keys_of(count):
+    return [public_key_hex(Identity.from_seed(bytes([index + 1]) * 32).public_key) for index in range(count)]
+
+
+# Genesis files covering every table, both Q16 and integer spellings, IPv6, a disabled ledger and
+# float and integer rule parameters. Their hashes were recorded before the schema was made generic:
+# a changed hash would split every network created earlier from the nodes that load it now.
+PINNED_FILES = {
+"logistic-default": '''network_id = "pin-a"
+[model]
+kind = "logistic"
+features = 64
+classes = 10
+[aggregation]
+rule = "centered_clipping"
+tau_scale = 1.0
+center = "previous"
+''' + members_toml(4),
+"mlp-tuned": '''version = 1
+network_id = "pin-b"
+[model]
+kind = "mlp"
+features = 30
+classes = 2
+hidden = [16, 8]
+seed = 99
+[fixed_point]
+frac_bits = 20
+[aggregation]
+rule = "trimmed_mean"
+trim = 2
+[reputation]
+initial = 0.75
+reward = 0.03
+penalty = 0.2
+opposing_penalty = 0.05
+absence_penalty = 0.01
+outlier_ratio = 2.5
+ban_below = 0.1
+ban_rounds = 7
+weight_cap = 0.0
+[timing]
+round_timeout_ms = 9000
+collect_timeout_ms = 150
+propose_timeout_ms = 2000
+timeout_cap_ms = 20000
+''' + members_toml(7),
+"synthetic-no-reputation": '''network_id = "pin-c"
+[model]
+kind = "synthetic"
+dimension = 1000
+seed = 5
+[aggregation]
+rule = "nnm+centered_clipping"
+tau = 0.5
+iterations = 3
+f = 1
+[reputation]
+enabled = false
+''' + members_toml(5, ipv6_first=True),
+"median-int-params": '''network_id = "pin-d"
+[model]
+kind = "logistic"
+features = 8
+classes = 3
+dimension = 27
+[aggregation]
+rule = "krum"
+f = 1
+[reputation]
+reward = 1
+ban_rounds = 1000000000
+''' + members_toml(10),
+}
+PINNED_HASHES = {
+    "logistic-default": "9a3571335adfb1cc35860bf769fc5ba67442696f292cf6703ed4d950fbaca333",
+    "mlp-tuned": "5985e32a60a394a1c1d9ad11fba3ec201c9b7fc753a09d9c56f6bad75b4533d3",
+    "synthetic-no-reputation": "094deb349a497d4b7886a85d38727b9bb15ae6a5a485c948fcd37f728f58c0e0",
+    "median-int-params": "94a63747138ee37a7670e35fc984f53cef71452bc68395efea7feb6ed8056aba",
+}
 
 
 def test_round_trip_keeps_every_field_and_the_hash(tmp_path):
@@ -92,3 +183,11 @@ def test_unreadable_and_malformed_files(tmp_path):
     bad.write_text("network_id = [\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_genesis(bad)
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_FILES))
+def test_genesis_hash_is_pinned(name):
+    """The canonical encoding of representative genesis files hashes to the recorded values."""
+    genesis = parse_genesis(tomllib.loads(PINNED_FILES[name]), name)
+    assert genesis.hash.hex() == PINNED_HASHES[name]
+    assert parse_genesis(tomllib.loads(dump_genesis(genesis)), name).hash == genesis.hash
