@@ -4,6 +4,13 @@
     qora-keys show node.key                  # print the public key of a key file
     qora-keys network --nodes 4 --out net/   # keys + peers.toml for a local network on free ports
     qora-keys network --addresses 10.0.0.1:7000,10.0.0.2:7000,... --out net/
+    qora-keys network --nodes 4 --out net/ --set reputation.opposing_penalty=0.05 --set aggregation.rule=median
+    qora-keys network --nodes 4 --out net/ --genesis genesis.toml   # a peers.toml without network_id, members
+
+Every genesis parameter can be given: in a fragment file (--genesis, the tables of peers.toml), by
+the model and rule options, and by --set PATH=VALUE, later ones winning in that order. All of them
+are checked by the genesis schema before anything is written (`qora-keys network --help` lists
+the parameters).
 
 Exit codes: 0 success, 2 bad usage or configuration, 3 an existing file would be overwritten.
 """
@@ -13,27 +20,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from qora_p2p.errors import ConfigError, KeyFileError, KeyFormatError
-from qora_p2p.node.network import create_network, free_ports
-from qora_p2p.protocol.genesis import ModelSpec
 from qora_p2p.identity import Identity, public_key_hex, read_key_file, write_key_file
-from qora_p2p.protocol.ledger import LedgerParams
+from qora_p2p.node.network import create_network, free_ports, with_model_defaults
+from qora_p2p.protocol.genesis import RULE_DEFAULT, apply_settings, describe_settings
+from qora_p2p.schema import read_toml
 
 EXIT_USAGE = 2
 EXIT_EXISTS = 3
-
-
-def _parse_param(text: str) -> tuple[str, int | float | str]:
-    key, separator, raw = text.partition("=")
-    if not separator or not key:
-        raise ConfigError(f"--param must look like key=value, got {text!r}")
-    for kind in (int, float):
-        try:
-            return key, kind(raw)
-        except ValueError:
-            continue
-    return key, raw
 
 
 def _addresses(args: argparse.Namespace) -> list[tuple[str, int]]:
@@ -52,26 +48,28 @@ def _addresses(args: argparse.Namespace) -> list[tuple[str, int]]:
     return [(args.host, port) for port in free_ports(args.host, args.nodes)]
 
 
-def _model(args: argparse.Namespace) -> ModelSpec:
-    if args.model == "synthetic":
-        return ModelSpec("synthetic", args.dimension, args.model_seed)
-    hidden = tuple(int(width) for width in args.hidden.split(",")) if args.model == "mlp" else ()
-    widths = (args.features, *hidden, args.classes)
-    dimension = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
-    return ModelSpec(args.model, dimension, args.model_seed, args.features, args.classes, hidden)
+GENESIS_FRAGMENT_BYTES_MAX = 64 << 10  # a fragment holds parameters only, no member list
+
+
+def _fragment(args: argparse.Namespace) -> dict[str, Any]:
+    """The genesis fragment of the options: file, then model and rule options, then --set."""
+    fragment = read_toml(args.genesis, "genesis fragment", GENESIS_FRAGMENT_BYTES_MAX) if args.genesis else {}
+    options = []
+    for name, path in (("model", "model.kind"), ("features", "model.features"), ("classes", "model.classes"), ("dimension", "model.dimension"), ("model_seed", "model.seed"), ("rule", "aggregation.rule")):
+        if getattr(args, name) is not None:
+            options.append(f"{path}={getattr(args, name)}")
+    if args.hidden is not None:
+        options.append(f"model.hidden=[{args.hidden}]")
+    options += [f"aggregation.{item}" for item in args.param]
+    if args.no_reputation:
+        options.append("reputation.enabled=false")
+    fragment = apply_settings(fragment, options, "option")
+    return with_model_defaults(apply_settings(fragment, args.set))
 
 
 def _network(args: argparse.Namespace) -> int:
-    params = dict(_parse_param(item) for item in args.param)
     genesis, paths = create_network(
-        Path(args.out),
-        _addresses(args),
-        network_id=args.network_id,
-        model=_model(args),
-        rule=args.rule,
-        rule_params=params,
-        ledger=None if args.no_reputation else LedgerParams(),
-        overwrite=args.force,
+        Path(args.out), _addresses(args), _fragment(args), network_id=args.network_id, origin="qora-keys network", overwrite=args.force
     )
     print(f"network {genesis.network_id}: {genesis.size} members, f = {genesis.faulty}, quorum = {genesis.quorum}")
     print(f"genesis hash {genesis.hash.hex()}")
@@ -89,32 +87,35 @@ def parser() -> argparse.ArgumentParser:
     generate.add_argument("--force", action="store_true", help="replace an existing file")
     show = commands.add_parser("show", help="print the public key of a key file")
     show.add_argument("path")
-    network = commands.add_parser("network", help="create key files and a peers.toml genesis")
+    network = commands.add_parser(
+        "network",
+        help="create key files and a peers.toml genesis",
+        description="Create key files and a peers.toml genesis. Genesis parameters (--genesis file, --set PATH=VALUE):\n\n" + describe_settings(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     network.add_argument("--out", required=True, help="directory for peers.toml and keys/")
     network.add_argument("--nodes", type=int, help="number of members of a local network")
     network.add_argument("--host", default="127.0.0.1", help="host of a local network (default 127.0.0.1)")
     network.add_argument("--base-port", type=int, default=0, help="first port; 0 picks free ports (default)")
     network.add_argument("--addresses", help="comma-separated host:port of every member (instead of --nodes)")
     network.add_argument("--network-id", default="qora-local")
-    network.add_argument("--model", choices=("logistic", "mlp", "synthetic"), default="logistic")
-    network.add_argument("--features", type=int, default=64, help="input features (digits: 64)")
-    network.add_argument("--classes", type=int, default=10)
-    network.add_argument("--hidden", default="32", help="mlp hidden widths, comma-separated")
-    network.add_argument("--dimension", type=int, default=1000, help="update length of a synthetic model")
-    network.add_argument("--model-seed", type=int, default=0, help="seed of the initial model")
-    network.add_argument("--rule", default="centered_clipping", help="aggregation rule (default: centered_clipping)")
-    network.add_argument(
-        "--param", action="append", default=None, help="rule parameter key=value (repeatable; default: tau_scale=1.0 center=previous)"
-    )
-    network.add_argument("--no-reputation", action="store_true", help="disable the reputation ledger")
+    network.add_argument("--genesis", type=Path, metavar="FRAGMENT.toml", help="genesis parameters: peers.toml's tables without network_id and members")
+    network.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="a genesis parameter, e.g. reputation.opposing_penalty=0.05 (repeatable; wins over every other option)")
+    network.add_argument("--model", help="model.kind: logistic (default), mlp or synthetic")
+    network.add_argument("--features", type=int, help="model.features (default: the digits dataset's 64)")
+    network.add_argument("--classes", type=int, help="model.classes (default: the digits dataset's 10)")
+    network.add_argument("--hidden", help="model.hidden: mlp hidden widths, comma-separated (default 32)")
+    network.add_argument("--dimension", type=int, help="model.dimension of a synthetic model (default 1000)")
+    network.add_argument("--model-seed", type=int, help="model.seed: seed of the initial model (default 0)")
+    network.add_argument("--rule", help=f"aggregation.rule (default {RULE_DEFAULT}, with its default parameters)")
+    network.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a rule parameter, same as --set aggregation.KEY=VALUE (repeatable)")
+    network.add_argument("--no-reputation", action="store_true", help="disable the reputation ledger (reputation.enabled=false)")
     network.add_argument("--force", action="store_true", help="replace an existing network")
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "network" and args.param is None:
-        args.param = ["tau_scale=1.0", "center=previous"] if args.rule.endswith("centered_clipping") else []
     try:
         if args.command == "generate":
             identity = Identity.generate()

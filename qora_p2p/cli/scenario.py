@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from qora_p2p.errors import ConfigError, QoraError
+from qora_p2p.protocol.genesis import apply_settings
 from qora_p2p.testnet.scenario import (
     Scenario,
     ScenarioRun,
     load_scenario,
     resolve_profile,
     run_scenario,
+    with_genesis,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -48,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="run directory (default runs/<name>-<time>)")
     run.add_argument("--rounds", type=int, help="override the scenario's rounds")
     run.add_argument("--json", action="store_true", help="print the summary as JSON at the end")
+    run.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="override a genesis parameter of the scenario (repeatable; see qora-keys network --help)")
     matrix = commands.add_parser("matrix", help="rules x attacks x fractions: a comparison table and heatmaps")
     matrix.add_argument("scenario", type=Path, help="base scenario (its byzantine list is replaced)")
     matrix.add_argument("--rules", required=True, help="comma-separated aggregation rules")
@@ -55,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
     matrix.add_argument("--fractions", default="0.1,0.3", help="comma-separated attacker fractions (default 0.1,0.3)")
     matrix.add_argument("--rounds", type=int, help="override the scenario's rounds")
     matrix.add_argument("--out", type=Path, help="output directory (default runs/matrix-<time>)")
+    matrix.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="override a genesis parameter of the base scenario (repeatable)")
     commands.add_parser("list", help="list the shipped scenarios and node profiles")
     return top
 
@@ -109,7 +113,7 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    scenario = load_scenario(args.scenario)
+    scenario = with_genesis(load_scenario(args.scenario), apply_settings({}, args.set))
     if args.rounds is not None:
         if args.rounds < 1:
             raise ConfigError("--rounds must be at least 1")
@@ -126,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _matrix(args: argparse.Namespace) -> int:
-    base = load_scenario(args.scenario)
+    base = with_genesis(load_scenario(args.scenario), apply_settings({}, args.set))
     rules = [item.strip() for item in args.rules.split(",") if item.strip()]
     attacks = [item.strip() for item in args.attacks.split(",") if item.strip()]
     try:
@@ -144,8 +148,9 @@ def _matrix(args: argparse.Namespace) -> int:
         count = int(fraction * base.nodes)
         for rule in rules:
             for attack in attacks:
-                params = {"tau_scale": 1.0, "center": "previous"} if rule.endswith("centered_clipping") else {}
-                scenario = replace(base, rule=rule, rule_params=params, byzantine=((attack, count),) if count else (), faults=(), rounds=args.rounds or base.rounds, profiles={attack: profiles[attack]})
+                # the rule replaces the base's whole aggregation table, so it runs with its own defaults
+                ruled = with_genesis(replace(base, fragment={**base.fragment, "aggregation": {}}), {"aggregation": {"rule": rule}})
+                scenario = replace(ruled, byzantine=((attack, count),) if count else (), faults=(), rounds=args.rounds or base.rounds, profiles={attack: profiles[attack]})
                 name = f"{rule}-{attack}-{fraction:g}"
                 print(f"matrix: {name} ...", flush=True)
                 run, summary = _run_one(scenario, out / name, quiet=True)

@@ -2,11 +2,17 @@
 
     qora-sim --nodes 10 --byzantine 3 --rounds 20 --seed 7
     qora-sim --nodes 100 --byzantine 33 --rounds 20 --model-dim 1000 --faults chaos --json run.json
+    qora-sim --nodes 10 --byzantine 3 --set reputation.opposing_penalty=0.05 --set aggregation.rule=median
+    qora-sim --genesis genesis.toml          # peers.toml's tables, without network_id and members
 
 Every member runs the unmodified protocol core over simulated links; Byzantine members follow
 --strategy ("mixed" cycles through all of them). After every commit the checkers verify agreement,
 validity, state equality and that no honest member signs twice; at the end, that every honest member
 committed every round. The same --seed replays the same run, event for event (same trace hash).
+
+Every genesis parameter but the model (synthetic updates of length --model-dim) can be set: by
+--rule and --no-ledger, a fragment file (--genesis), then --set PATH=VALUE, later ones winning. The
+genesis schema checks them as it checks peers.toml; the parameters are listed at the end.
 
 Exit codes: 0 all checks passed; 1 a checker failed (the seed to replay is printed); 2 bad usage.
 """
@@ -15,11 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from qora_p2p.errors import QoraError
+from qora_p2p.protocol.genesis import default_rule_params, describe_settings, placeholder_members
+from qora_p2p.schema import flatten, read_toml
 from qora_p2p.sim import (
     FAULT_PROFILES,
     STRATEGIES,
@@ -35,7 +44,12 @@ UPDATE_OVERHEAD_BYTES = 128  # msgpack framing, round, hashes, sender, signature
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="qora-sim", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = argparse.ArgumentParser(
+        prog="qora-sim",
+        description=__doc__,
+        epilog="genesis parameters (--genesis file, --set PATH=VALUE):\n" + describe_settings(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     top.add_argument("--nodes", type=int, default=10, help="members (default 10)")
     top.add_argument("--byzantine", type=int, default=3, help="Byzantine members, drawn from the seed (default 3)")
     top.add_argument("--rounds", type=int, default=10, help="FL rounds to commit (default 10)")
@@ -45,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--strategy", choices=["mixed", *STRATEGIES], default="mixed", help="Byzantine behaviour (default mixed)")
     top.add_argument("--rule", default="centered_clipping", help="aggregation rule (default centered_clipping)")
     top.add_argument("--no-ledger", action="store_true", help="disable the reputation ledger")
+    top.add_argument("--genesis", type=Path, metavar="FRAGMENT.toml", help="genesis parameters from a file: peers.toml's tables without network_id and members")
+    top.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="a genesis parameter, e.g. reputation.opposing_penalty=0.05 (repeatable; wins over --genesis)")
     top.add_argument("--json", type=Path, metavar="OUT", help="write the summary as JSON")
     top.add_argument("--quiet", action="store_true", help="no per-round progress")
     return top
@@ -52,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
 
 def summary(result: SimResult) -> dict[str, Any]:
     config = result.config
+    genesis = config.build_genesis(placeholder_members(config.nodes))
     honest = [member for member in range(config.nodes) if member not in config.byzantine_members]
     rounds = max(1, min(result.committed[member] for member in honest)) if honest else 1
     update_bytes = 4 * config.dimension + UPDATE_OVERHEAD_BYTES
@@ -69,8 +86,10 @@ def summary(result: SimResult) -> dict[str, Any]:
             "model_dim": config.dimension,
             "faults": config.faults,
             "strategy": config.strategy,
-            "rule": config.rule,
-            "ledger": config.ledger,
+            "rule": genesis.rule,
+            "ledger": genesis.ledger is not None,
+            "genesis_settings": list(config.genesis_settings),
+            "genesis_hash": genesis.hash.hex(),  # the network's; members differ from the run's
         },
         "ok": result.ok,
         "violations": result.violations,
@@ -116,7 +135,17 @@ def _replay(config: SimConfig) -> str:
         f"qora-sim --nodes {config.nodes} --byzantine {config.byzantine} --rounds {config.rounds} --seed {config.seed} "
         f"--model-dim {config.dimension} --faults {config.faults} --strategy {config.strategy} --rule {config.rule}"
         + (" --no-ledger" if not config.ledger else "")
+        + "".join(f" --set {shlex.quote(text)}" for text in config.genesis_settings)
     )
+
+
+GENESIS_FRAGMENT_BYTES_MAX = 64 << 10  # a fragment holds parameters only, no member list
+
+
+def _settings(args: argparse.Namespace) -> tuple[str, ...]:
+    """--genesis (flattened to PATH=VALUE) then --set, in order."""
+    fragment = read_toml(args.genesis, "genesis fragment", GENESIS_FRAGMENT_BYTES_MAX) if args.genesis else {}
+    return (*flatten(fragment), *args.set)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,14 +160,17 @@ def main(argv: list[str] | None = None) -> int:
             faults=args.faults,
             strategy=args.strategy,
             rule=args.rule,
-            rule_params=(("tau_scale", 1.0), ("center", "previous")) if args.rule.endswith("centered_clipping") else (),
+            rule_params=tuple(default_rule_params(args.rule).items()),
             ledger=not args.no_ledger,
+            genesis_settings=_settings(args),
         )
         if args.rounds < 1 or args.model_dim < 1:
             raise QoraError("--rounds and --model-dim must be at least 1")
+        genesis = config.build_genesis(placeholder_members(config.nodes))  # bad settings exit 2 here
         print(
             f"simulating {config.nodes} members ({config.byzantine} Byzantine{_listed(config.byzantine_members)}, "
-            f"strategy {config.strategy}), {config.rounds} rounds, P = {config.dimension}, faults {config.faults}, seed {config.seed}",
+            f"strategy {config.strategy}), {config.rounds} rounds, P = {config.dimension}, faults {config.faults}, seed {config.seed}, "
+            f"rule {genesis.rule}, ledger {'on' if genesis.ledger else 'off'}",
             flush=True,
         )
         result = run_simulation(config, None if args.quiet else _progress)

@@ -1,24 +1,50 @@
 """A new network's files: one key file per member and the ``peers.toml`` genesis.
 
-`create_network` validates the whole genesis before it writes anything; `free_ports` finds ports
-for a local network (the one place outside the transport that opens sockets).
+`create_network` reads a genesis fragment (every parameter but ``network_id`` and ``members``)
+through the genesis schema with the new members before it writes anything; `free_ports` finds
+ports for a local network (the one place outside the transport that opens sockets).
+`with_model_defaults` is the tools' convenience for the model table: a bundled dataset's shape.
 """
 
 from __future__ import annotations
 
 import socket
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from qora_p2p.errors import ConfigError
-from qora_p2p.fixedpoint import FRAC_BITS_DEFAULT
 from qora_p2p.identity import Identity, write_key_file
-from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec, Timing, dump_genesis, parse_genesis
-from qora_p2p.protocol.ledger import LedgerParams
+from qora_p2p.protocol.genesis import Genesis, Member, dump_genesis, genesis_from_fragment
+from qora_p2p.schema import merge
 
-__all__ = ["create_network", "free_ports"]
+__all__ = ["DATASET_SHAPES", "create_network", "free_ports", "with_model_defaults"]
+
+# (features, classes) of the bundled datasets (qora_p2p.learning.data), so a genesis for them
+# needs no shape; the node's workload refuses a dataset whose shape differs from the genesis.
+DATASET_SHAPES = {"digits": (64, 10), "breast_cancer": (30, 2)}
+DATASET_DEFAULT = "digits"
+MODEL_KIND_DEFAULT = "logistic"  # the model the tools create when a fragment names none
+HIDDEN_DEFAULT = (32,)  # an mlp's hidden widths when a fragment names none
+SYNTHETIC_DIMENSION_DEFAULT = 1000  # P of synthetic updates when a fragment names none
+
+
+def with_model_defaults(fragment: Mapping[str, Any], dataset: str = DATASET_DEFAULT) -> dict[str, Any]:
+    """``fragment`` with the model table's absent keys filled: kind logistic, the shape of the
+    bundled ``dataset`` (a dataset file needs ``features`` and ``classes`` given), an mlp's
+    hidden widths, a synthetic dimension. Values the fragment gives are kept as they are."""
+    model = fragment.get("model", {})
+    if not isinstance(model, dict):
+        return dict(fragment)  # the schema names the mistake
+    kind = model.get("kind", MODEL_KIND_DEFAULT)
+    defaults: dict[str, Any] = {"kind": kind}
+    if kind == "synthetic":
+        defaults["dimension"] = SYNTHETIC_DIMENSION_DEFAULT
+    elif dataset in DATASET_SHAPES:
+        defaults["features"], defaults["classes"] = DATASET_SHAPES[dataset]
+    if kind == "mlp":
+        defaults["hidden"] = list(HIDDEN_DEFAULT)
+    return {**fragment, "model": merge(defaults, model)}
 
 
 def free_ports(host: str, count: int) -> list[int]:
@@ -39,18 +65,19 @@ def free_ports(host: str, count: int) -> list[int]:
 def create_network(
     directory: Path,
     addresses: Sequence[tuple[str, int]],
+    fragment: Mapping[str, Any],
     *,
     network_id: str,
-    model: ModelSpec,
-    rule: str,
-    rule_params: Mapping[str, Any],
-    frac_bits: int = FRAC_BITS_DEFAULT,
-    ledger: LedgerParams | None = LedgerParams(),
-    timing: Timing = Timing(),
     names: Sequence[str] | None = None,
+    origin: str = "genesis",
+    path: str = "",
     overwrite: bool = False,
 ) -> tuple[Genesis, list[Path]]:
     """Create one key file per member under ``directory/keys`` and ``directory/peers.toml``.
+
+    Args:
+        fragment: the genesis parameters, as in peers.toml without ``network_id`` and ``members``.
+        origin, path: where the fragment came from, for error messages.
 
     Returns:
         The genesis and the key file paths, in member order.
@@ -65,8 +92,7 @@ def create_network(
     members = tuple(
         Member(name, identity.public_key, host, port) for name, identity, (host, port) in zip(names, identities, addresses, strict=True)
     )
-    genesis = Genesis(network_id, members, model, rule, dict(rule_params), frac_bits, ledger, timing)
-    genesis = parse_genesis(tomllib.loads(dump_genesis(genesis)), "new network")  # full validation
+    genesis = genesis_from_fragment(fragment, network_id, members, origin, path)
     peers = directory / "peers.toml"
     if peers.exists() and not overwrite:
         raise ConfigError(f"{peers} exists; pass overwrite to replace the network")
@@ -74,9 +100,9 @@ def create_network(
     keys.mkdir(parents=True, exist_ok=True)
     paths = []
     for member, identity in zip(members, identities, strict=True):
-        path = keys / f"{member.name}.key"
-        write_key_file(path, identity, overwrite=overwrite)
-        paths.append(path)
+        path_of_key = keys / f"{member.name}.key"
+        write_key_file(path_of_key, identity, overwrite=overwrite)
+        paths.append(path_of_key)
     temporary = peers.with_suffix(".toml.tmp")
     temporary.write_text(dump_genesis(genesis), encoding="utf-8")
     temporary.replace(peers)

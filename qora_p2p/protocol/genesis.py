@@ -8,11 +8,20 @@ the initial-model seed), the fixed-point format, the aggregation rule and its pa
 reputation ledger's parameters, the round timing and the protocol limits. Local settings (key file,
 listen address, data directory, dataset shard) live elsewhere.
 
-Loading validates everything and names the field at fault (``members[3].public_key: ...``).
+Every parameter is one dataclass field declared with `qora_p2p.schema.setting` (its TOML key,
+type, range and unit); parsing, validation, dumping and hashing are generic over those
+declarations, so a new parameter is one line here. Loading names the field at fault
+(``members[3].public_key: ...``, ``reputation.opposing_penalty: must be in 0.0..1.0, got 2``).
 Unknown keys are errors, so a typo never silently falls back to a default.
 
+A **genesis fragment** is a peers.toml without ``network_id`` and ``members``: the ``[genesis]``
+table of a scenario, the ``--genesis`` file and the ``--set PATH=VALUE`` options of ``qora-keys``
+and ``qora-sim``. `genesis_from_fragment` completes one with the members of a new network and
+reads it through the same schema, so every tool accepts the same names and gives the same errors.
+
 The **genesis hash** is SHA-256 over a canonical msgpack encoding of the parsed values (not of the
-TOML text, so comments and formatting do not matter). Every signature's domain includes it: nothing
+TOML text, so comments and formatting do not matter); its layout (`HASH_ORDER`) predates the
+generic schema and is pinned by tests, since changing it would split every existing network. Every signature's domain includes it: nothing
 signed for one network, model or format is valid in another.
 
 Fault tolerance: with ``n`` members, ``f = (n - 1) // 3`` may be Byzantine, and a quorum is
@@ -25,94 +34,241 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import math
 import re
-import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
+from qora_p2p import aggregation
 from qora_p2p.aggregation import RULES, rule_names, to_fixed_params, validate
-from qora_p2p.errors import AggregationError, ConfigError, KeyFormatError
+from qora_p2p.errors import AggregationError
 from qora_p2p.fixedpoint import FRAC_BITS_DEFAULT, FRAC_BITS_MAX, FRAC_BITS_MIN
-from qora_p2p.identity import parse_public_key, public_key_hex
-from qora_p2p.protocol.ledger import ONE, LedgerParams
+from qora_p2p.identity import Identity, parse_public_key, public_key_hex
+from qora_p2p.protocol import ledger as ledger_module
+from qora_p2p.protocol.ledger import LedgerParams
+from qora_p2p.schema import Codec, Table, apply_setting, canonical, check_values, dump, parse, read_toml, setting, settings_of, write_toml
 
 __all__ = [
     "GENESIS_VERSION",
+    "RULE_DEFAULT",
     "Genesis",
     "Member",
     "ModelSpec",
     "Timing",
+    "apply_settings",
+    "default_rule_params",
+    "describe_settings",
     "dump_genesis",
+    "genesis_document",
+    "genesis_fragment",
+    "genesis_from_fragment",
     "load_genesis",
+    "model_dimension",
     "parse_genesis",
+    "placeholder_members",
 ]
 
 GENESIS_VERSION = 1
+GENESIS_BYTES_MAX = 1 << 20  # 1024 members at ~200 bytes each, with room for comments
 MEMBERS_MIN = 1
-MEMBERS_MAX = 1024  # the aggregation engine's input limit
+MEMBERS_MAX = aggregation.INPUTS_MAX  # every member's update may be an input of one aggregation
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-NETWORK_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-DIMENSION_MAX = 2**24  # 64 MiB updates; the aggregation engine is proven to 2**24
+NETWORK_ID_PATTERN = NAME_PATTERN  # network ids and member names are file names (logs, keys)
+DIMENSION_MAX = 2**24  # P: a 64 MiB update is the largest one frame and one store row should carry
 MODEL_KINDS = ("logistic", "mlp", "synthetic")
+FEATURES_MAX = 1_000_000  # a model input wider than this is a mistake for the bundled models
+CLASSES_MAX = 100_000
+LAYER_WIDTH_MAX = 100_000
+SEED_MAX = 2**63 - 1  # numpy's seeds are 64-bit; msgpack encodes this as a uint64
 TIMEOUT_MS_MAX = 3_600_000  # an hour: beyond this a "timeout" is a configuration mistake
+RULE_DEFAULT = "centered_clipping"  # measured best against the attack families (README, Scenarios)
+# A rule's parameters when the genesis gives none: centered clipping with a radius of one median
+# distance around the previous round's aggregate (README, "Exact, deterministic aggregation").
+RULE_PARAMS_DEFAULT: dict[str, dict[str, Any]] = {"centered_clipping": {"tau_scale": 1.0, "center": "previous"}}
+
+assert DIMENSION_MAX <= aggregation.DIMENSION_MAX, "the aggregation engine must be proven for every P a genesis allows"
+assert MEMBERS_MAX <= ledger_module.MEMBERS_MAX, "the ledger must hold every member a genesis allows"
+assert set(RULE_PARAMS_DEFAULT) <= set(RULES) and RULE_DEFAULT in RULES
+
+
+def _pattern(pattern: re.Pattern[str]) -> Any:
+    return lambda text: None if pattern.fullmatch(text) else f"{text!r} must be 1-64 letters, digits, '.', '_' or '-'"
+
+
+def _one_of(choices: Sequence[str]) -> Any:
+    return lambda value: None if value in choices else f"must be one of {', '.join(choices)}, got {value!r}"
+
+
+def _known_rule(rule: str) -> str | None:
+    return None if rule in rule_names() else f"unknown rule {rule!r}; known: {', '.join(rule_names())}"
+
+
+def _parse_address(text: str) -> tuple[str, int]:
+    host, separator, port_text = text.rpartition(":")
+    if not separator or not port_text.isdigit():
+        raise ValueError(f"must be host:port, got {text!r}")
+    host = host.strip("[]")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be in 1..65535, got {port}")
+    if not host:
+        raise ValueError("host is empty")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", host):
+            raise ValueError(f"{host!r} is neither an IP address nor a host name") from None
+    return host, port
+
+
+def _address_text(value: tuple[str, int]) -> str:
+    host, port = value
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+ADDRESS = Codec(_parse_address, _address_text)
+PUBLIC_KEY = Codec(parse_public_key, public_key_hex)
+TUPLE = Codec(tuple, list)
 
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    name: str
-    public_key: bytes
-    host: str
-    port: int
+    name: str = setting(kinds=str, check=_pattern(NAME_PATTERN), unique=True)
+    public_key: bytes = setting(kinds=str, codec=PUBLIC_KEY, unique=True, doc="Ed25519, 64 hex characters")
+    host: str = setting(key="address", kinds=str, codec=ADDRESS, covers=("port",), unique=True, doc="host:port")
+    port: int = 0  # read and written with host, as ``address``
 
     @property
     def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return _address_text((self.host, self.port))
+
+
+def model_dimension(features: int, hidden: Sequence[int], classes: int) -> int:
+    """P of a dense network: weights and biases of every layer (``fan_in * fan_out + fan_out``)."""
+    widths = (features, *hidden, classes)
+    return sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(widths[:-1], widths[1:]))
+
+
+def _widths(widths: list[Any]) -> str | None:
+    if all(isinstance(width, int) and not isinstance(width, bool) and 1 <= width <= LAYER_WIDTH_MAX for width in widths):
+        return None
+    return "must list positive integer layer widths"
 
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
     """What the members train. ``synthetic`` updates (the simulator's) have no data, only a length."""
 
-    kind: str
-    dimension: int
-    seed: int = 0
-    features: int = 0
-    classes: int = 0
-    hidden: tuple[int, ...] = ()
+    kind: str = setting(kinds=str, check=_one_of(MODEL_KINDS), doc="logistic | mlp | synthetic")
+    dimension: int = setting(kinds=int, low=1, high=DIMENSION_MAX, doc="P; derived from the layers unless synthetic")
+    seed: int = setting(0, kinds=int, low=0, high=SEED_MAX, doc="seed of the initial model")
+    features: int = setting(0, kinds=int, low=1, high=FEATURES_MAX, omit_default=True, doc="input width (not synthetic)")
+    classes: int = setting(0, kinds=int, low=2, high=CLASSES_MAX, omit_default=True, doc="output width (not synthetic)")
+    hidden: tuple[int, ...] = setting((), kinds=list, codec=TUPLE, check=_widths, omit_default=True, doc="mlp hidden widths")
+
+    @classmethod
+    def _schema_complete(cls, values: dict[str, Any], table: Table) -> None:
+        kind = values.get("kind")
+        if kind is None:
+            raise table.error("kind", "missing")
+        if kind == "synthetic":
+            for key in ("features", "classes", "hidden"):
+                if key in table:
+                    raise table.error(key, "a synthetic model has only a dimension and a seed")
+            return
+        for key in ("features", "classes"):
+            if key not in values:
+                raise table.error(key, "missing")
+        hidden = values.get("hidden", ())
+        if kind == "logistic" and hidden:
+            raise table.error("hidden", "logistic regression has no hidden layers")
+        if kind == "mlp" and not hidden:
+            raise table.error("hidden", "an mlp needs at least one hidden layer")
+        dimension = model_dimension(values["features"], hidden, values["classes"])
+        declared = values.setdefault("dimension", dimension)
+        if declared != dimension:
+            raise table.error("dimension", f"{declared} does not match the model, which has {dimension} parameters")
+        if dimension > DIMENSION_MAX:
+            raise table.error("dimension", f"{dimension} parameters exceed the supported {DIMENSION_MAX}")
+
+
+def _timeout(default: int, doc: str) -> Any:
+    return setting(default, kinds=int, low=1, high=TIMEOUT_MS_MAX, doc=doc)
 
 
 @dataclass(frozen=True, slots=True)
 class Timing:
     """Round timing. Tendermint's timeouts grow by ``timeout_delta_ms`` per view up to the cap."""
 
-    round_timeout_ms: int = 60_000  # longest a round collects updates before proposing what it has
-    collect_timeout_ms: int = 500  # proposer's wait for stragglers once it holds n - f updates
-    propose_timeout_ms: int = 3_000
-    prevote_timeout_ms: int = 1_000
-    precommit_timeout_ms: int = 1_000
-    timeout_delta_ms: int = 500
-    timeout_cap_ms: int = 30_000
+    round_timeout_ms: int = _timeout(60_000, "longest a round collects updates before proposing what it has")
+    collect_timeout_ms: int = _timeout(500, "proposer's wait for stragglers once it holds n - f updates")
+    propose_timeout_ms: int = _timeout(3_000, "Tendermint's initial propose timeout")
+    prevote_timeout_ms: int = _timeout(1_000, "initial prevote timeout")
+    precommit_timeout_ms: int = _timeout(1_000, "initial precommit timeout")
+    timeout_delta_ms: int = _timeout(500, "growth of every timeout per view")
+    timeout_cap_ms: int = _timeout(30_000, "largest timeout; at least every initial timeout")
+
+    def __post_init__(self) -> None:
+        check_values(self, "timing parameter")
+
+    @classmethod
+    def _schema_complete(cls, values: dict[str, Any], table: Table) -> None:
+        def value(name: str) -> int:
+            return int(values.get(name, _TIMING_DEFAULTS[name]))
+
+        if value("timeout_cap_ms") < max(value("propose_timeout_ms"), value("prevote_timeout_ms"), value("precommit_timeout_ms")):
+            raise table.error("timeout_cap_ms", "must be at least every initial timeout")
 
     def for_view(self, initial_ms: int, view: int) -> int:
         """Tendermint's ``init + view * delta``, capped."""
         return min(self.timeout_cap_ms, initial_ms + view * self.timeout_delta_ms)
 
 
+_TIMING_DEFAULTS = {item.name: item.default for item, _ in settings_of(Timing)}
+assert Timing().timeout_cap_ms >= max(Timing().propose_timeout_ms, Timing().prevote_timeout_ms, Timing().precommit_timeout_ms)
+
+
+def default_rule_params(rule: str) -> dict[str, Any]:
+    """The parameters of ``rule`` when a genesis lists none (the one home of these defaults)."""
+    return dict(RULE_PARAMS_DEFAULT.get(rule.removeprefix("nnm+"), {}))
+
+
+def _rule_params(params: Mapping[str, Any]) -> tuple[str, str] | None:
+    if "center" in params and params["center"] != "previous":
+        return "center", 'must be "previous" (the previous round\'s aggregate) or absent (zero)'
+    return None
+
+
+def _fixed_params(genesis: Genesis) -> list[list[Any]]:
+    return sorted([key, value] for key, value in to_fixed_params(genesis.rule, genesis.rule_params, genesis.frac_bits).items())
+
+
+# The hashed layout, fixed before the schema existed: frac_bits comes before the rule.
+HASH_ORDER = ("network_id", "members", "model", "frac_bits", "rule", "rule_params", "ledger", "timing")
+
+
 @dataclass(frozen=True)
 class Genesis:
-    network_id: str
-    members: tuple[Member, ...]
-    model: ModelSpec
-    rule: str
-    rule_params: Mapping[str, Any]
-    frac_bits: int = FRAC_BITS_DEFAULT
-    ledger: LedgerParams | None = field(default_factory=LedgerParams)
-    timing: Timing = field(default_factory=Timing)
+    network_id: str = setting(kinds=str, check=_pattern(NETWORK_ID_PATTERN))
+    members: tuple[Member, ...] = setting(schema=Member, many=True, low=MEMBERS_MIN, high=MEMBERS_MAX)
+    model: ModelSpec = setting(schema=ModelSpec)
+    rule: str = setting(table="aggregation", kinds=str, check=_known_rule, doc="the aggregation rule")
+    rule_params: Mapping[str, Any] = setting(
+        table="aggregation", rest=True, kinds=(int, float, str), check=_rule_params, canonical=_fixed_params, doc="the rule's parameters"
+    )
+    frac_bits: int = setting(FRAC_BITS_DEFAULT, table="fixed_point", kinds=int, low=FRAC_BITS_MIN, high=FRAC_BITS_MAX, doc="fractional bits F of Q(32-F).F")
+    ledger: LedgerParams | None = setting(key="reputation", schema=LedgerParams, toggle="enabled", factory=LedgerParams)
+    timing: Timing = setting(schema=Timing, factory=Timing)
+
+    @classmethod
+    def _schema_complete(cls, values: dict[str, Any], table: Table) -> None:
+        rule = values.setdefault("rule", RULE_DEFAULT)
+        if not values.get("rule_params"):
+            values["rule_params"] = default_rule_params(rule)
 
     @property
     def size(self) -> int:
@@ -156,259 +312,43 @@ class Genesis:
 
     def canonical(self) -> bytes:
         """The canonical encoding the genesis hash is taken over."""
-        ledger = None if self.ledger is None else [getattr(self.ledger, item.name) for item in fields(self.ledger)]
-        timing = [getattr(self.timing, item.name) for item in fields(self.timing)]
-        model = [self.model.kind, self.model.dimension, self.model.seed, self.model.features, self.model.classes, list(self.model.hidden)]
-        params = sorted([key, value] for key, value in to_fixed_params(self.rule, self.rule_params, self.frac_bits).items())
-        members = [[member.name, member.public_key, member.host, member.port] for member in self.members]
-        document = [GENESIS_VERSION, self.network_id, members, model, self.frac_bits, self.rule, params, ledger, timing]
-        return msgpack.packb(document, use_bin_type=True)
+        return self._canonical
+
+    @cached_property
+    def _canonical(self) -> bytes:  # a genesis is immutable, and signing domains ask often
+        return msgpack.packb([GENESIS_VERSION, *canonical(self, HASH_ORDER)], use_bin_type=True)
 
     @property
     def hash(self) -> bytes:
         return hashlib.sha256(b"qora-p2p/genesis/v1" + self.canonical()).digest()
 
 
-class _Reader:
-    """Typed access to one TOML table with errors naming the full field path."""
-
-    def __init__(self, table: Mapping[str, Any], path: str, origin: str) -> None:
-        self.table, self.path, self.origin = table, path, origin
-        self.used: set[str] = set()
-
-    def error(self, key: str, problem: str) -> ConfigError:
-        where = f"{self.path}.{key}" if self.path else key
-        return ConfigError(f"{self.origin}: {where}: {problem}")
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *, low: float | None = None, high: float | None = None) -> Any:
-        self.used.add(key)
-        if key not in self.table:
-            if default is ...:
-                raise self.error(key, "missing")
-            return default
-        value = self.table[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-            names = " or ".join(item.__name__ for item in kinds)
-            raise self.error(key, f"must be {names}, got {type(value).__name__} {value!r}")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            if isinstance(value, float) and not math.isfinite(value):
-                raise self.error(key, "must be finite")
-            if (low is not None and value < low) or (high is not None and value > high):
-                raise self.error(key, f"must be in {low}..{high}, got {value}")
-        return value
-
-    def table_of(self, key: str, required: bool = True) -> _Reader | None:
-        self.used.add(key)
-        if key not in self.table:
-            if required:
-                raise self.error(key, "missing table")
-            return None
-        value = self.table[key]
-        if not isinstance(value, dict):
-            raise self.error(key, "must be a table")
-        return _Reader(value, f"{self.path}.{key}" if self.path else key, self.origin)
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.table) - self.used)
-        if unknown:
-            raise self.error(unknown[0], "unknown field")
+assert set(HASH_ORDER) == {item.name for item, _ in settings_of(Genesis)}, "the hash covers every genesis field"
 
 
-def _parse_address(reader: _Reader, text: str) -> tuple[str, int]:
-    host, separator, port_text = text.rpartition(":")
-    if not separator or not port_text.isdigit():
-        raise reader.error("address", f"must be host:port, got {text!r}")
-    host = host.strip("[]")
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise reader.error("address", f"port must be in 1..65535, got {port}")
-    if not host:
-        raise reader.error("address", "host is empty")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", host):
-            raise reader.error("address", f"{host!r} is neither an IP address nor a host name") from None
-    return host, port
-
-
-def _members(root: _Reader) -> tuple[Member, ...]:
-    root.used.add("members")
-    entries = root.table.get("members")
-    if not isinstance(entries, list) or not entries:
-        raise root.error("members", "must be a non-empty array of [[members]] tables")
-    if not MEMBERS_MIN <= len(entries) <= MEMBERS_MAX:
-        raise root.error("members", f"must list {MEMBERS_MIN}..{MEMBERS_MAX} members, got {len(entries)}")
-    members = []
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise root.error(f"members[{index}]", "must be a table")
-        reader = _Reader(entry, f"members[{index}]", root.origin)
-        name = reader.get("name", str)
-        if not NAME_PATTERN.fullmatch(name):
-            raise reader.error("name", f"{name!r} must be 1-64 letters, digits, '.', '_' or '-'")
-        try:
-            public_key = parse_public_key(reader.get("public_key", str))
-        except KeyFormatError as error:
-            raise reader.error("public_key", str(error)) from error
-        host, port = _parse_address(reader, reader.get("address", str))
-        reader.finish()
-        members.append(Member(name, public_key, host, port))
-    for what, key in (("name", lambda m: m.name), ("public_key", lambda m: m.public_key), ("address", lambda m: (m.host, m.port))):
-        seen: dict[Any, int] = {}
-        for index, member in enumerate(members):
-            value = key(member)
-            if value in seen:
-                raise root.error(f"members[{index}].{what}", f"duplicates members[{seen[value]}]")
-            seen[value] = index
-    return tuple(members)
-
-
-def _model(root: _Reader) -> ModelSpec:
-    reader = root.table_of("model")
-    assert reader is not None
-    kind = reader.get("kind", str)
-    if kind not in MODEL_KINDS:
-        raise reader.error("kind", f"must be one of {', '.join(MODEL_KINDS)}, got {kind!r}")
-    seed = reader.get("seed", int, 0, low=0, high=2**63 - 1)
-    if kind == "synthetic":
-        dimension = reader.get("dimension", int, low=1, high=DIMENSION_MAX)
-        reader.finish()
-        return ModelSpec(kind, dimension, seed)
-    features = reader.get("features", int, low=1, high=1_000_000)
-    classes = reader.get("classes", int, low=2, high=100_000)
-    hidden_raw = reader.get("hidden", list, [])
-    if kind == "logistic" and hidden_raw:
-        raise reader.error("hidden", "logistic regression has no hidden layers")
-    if not all(isinstance(width, int) and not isinstance(width, bool) and 1 <= width <= 100_000 for width in hidden_raw):
-        raise reader.error("hidden", "must list positive integer layer widths")
-    hidden = tuple(hidden_raw) if kind == "mlp" else ()
-    if kind == "mlp" and not hidden:
-        raise reader.error("hidden", "an mlp needs at least one hidden layer")
-    widths = (features, *hidden, classes)
-    dimension = sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(widths[:-1], widths[1:]))
-    declared = reader.get("dimension", int, dimension)
-    if declared != dimension:
-        raise reader.error("dimension", f"{declared} does not match the model, which has {dimension} parameters")
-    if dimension > DIMENSION_MAX:
-        raise reader.error("dimension", f"{dimension} parameters exceed the supported {DIMENSION_MAX}")
-    reader.finish()
-    return ModelSpec(kind, dimension, seed, features, classes, hidden)
-
-
-def _aggregation(root: _Reader) -> tuple[str, dict[str, Any]]:
-    reader = root.table_of("aggregation")
-    assert reader is not None
-    rule = reader.get("rule", str)
-    if rule not in rule_names():
-        raise reader.error("rule", f"unknown rule {rule!r}; known: {', '.join(rule_names())}")
-    params = {}
-    for key, value in reader.table.items():
-        if key == "rule":
-            continue
-        reader.used.add(key)
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise reader.error(key, f"must be a number or a string, got {type(value).__name__}")
-        params[key] = value
-    if "center" in params and params["center"] != "previous":
-        raise reader.error("center", "must be \"previous\" (the previous round's aggregate) or absent (zero)")
-    return rule, params
-
-
-def _fraction(reader: _Reader, key: str, default: int) -> int:
-    value = reader.get(key, (int, float), default / ONE, low=0.0, high=1.0)
-    return round(value * ONE)
-
-
-def _ledger(root: _Reader) -> LedgerParams | None:
-    reader = root.table_of("reputation", required=False)
-    if reader is None:
-        return LedgerParams()
-    defaults = LedgerParams()
-    if not reader.get("enabled", bool, True):
-        reader.used.update(reader.table)
-        return None
-    params = LedgerParams(
-        initial=_fraction(reader, "initial", defaults.initial),
-        reward=_fraction(reader, "reward", defaults.reward),
-        penalty=_fraction(reader, "penalty", defaults.penalty),
-        opposing_penalty=_fraction(reader, "opposing_penalty", defaults.opposing_penalty),
-        absence_penalty=_fraction(reader, "absence_penalty", defaults.absence_penalty),
-        outlier_ratio=round(reader.get("outlier_ratio", (int, float), defaults.outlier_ratio / ONE, low=1.0, high=1024.0) * ONE),
-        ban_below=_fraction(reader, "ban_below", defaults.ban_below),
-        ban_rounds=reader.get("ban_rounds", int, defaults.ban_rounds, low=1, high=10**9),
-        weight_cap=max(1, _fraction(reader, "weight_cap", defaults.weight_cap)),
-    )
-    reader.finish()
-    return params
-
-
-def _timing(root: _Reader) -> Timing:
-    reader = root.table_of("timing", required=False)
-    if reader is None:
-        return Timing()
-    values = {item.name: reader.get(item.name, int, item.default, low=1, high=TIMEOUT_MS_MAX) for item in fields(Timing)}
-    reader.finish()
-    timing = Timing(**values)
-    if timing.timeout_cap_ms < max(timing.propose_timeout_ms, timing.prevote_timeout_ms, timing.precommit_timeout_ms):
-        raise reader.error("timeout_cap_ms", "must be at least every initial timeout")
-    return timing
-
-
-def parse_genesis(document: Mapping[str, Any], origin: str = "genesis") -> Genesis:
+def parse_genesis(document: Mapping[str, Any], origin: str = "genesis", path: str = "") -> Genesis:
     """Validate a parsed TOML document and build the `Genesis`.
+
+    Args:
+        path: where the document sits in its file (``genesis`` for a scenario's table).
 
     Raises:
         ConfigError: naming the field and the problem.
     """
-    root = _Reader(document, "", origin)
+    root = Table(document, path, origin)
     version = root.get("version", int, GENESIS_VERSION)
     if version != GENESIS_VERSION:
         raise root.error("version", f"this qora-p2p reads genesis version {GENESIS_VERSION}, got {version}")
-    network_id = root.get("network_id", str)
-    if not NETWORK_ID_PATTERN.fullmatch(network_id):
-        raise root.error("network_id", f"{network_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
-    members = _members(root)
-    model = _model(root)
-    fixed = root.table_of("fixed_point", required=False)
-    frac_bits = FRAC_BITS_DEFAULT
-    if fixed is not None:
-        frac_bits = fixed.get("frac_bits", int, FRAC_BITS_DEFAULT, low=FRAC_BITS_MIN, high=FRAC_BITS_MAX)
-        fixed.finish()
-    rule, params = _aggregation(root)
-    ledger = _ledger(root)
-    timing = _timing(root)
-    root.finish()
-    genesis = Genesis(network_id, members, model, rule, params, frac_bits, ledger, timing)
+    genesis: Genesis = parse(Genesis, root)
     try:
-        validate(rule, genesis.inputs_min, model.dimension, weighted=genesis.weighted, **genesis.fixed_rule_params())
+        validate(genesis.rule, genesis.inputs_min, genesis.model.dimension, weighted=genesis.weighted, **genesis.fixed_rule_params())
     except AggregationError as error:
-        raise ConfigError(
-            f"{origin}: aggregation: {error} (with n = {genesis.size} members, f = {genesis.faulty} may be "
-            f"faulty, so a round may hold only n - f = {genesis.inputs_min} updates)"
+        raise root.error(
+            "aggregation",
+            f"{error} (with n = {genesis.size} members, f = {genesis.faulty} may be "
+            f"faulty, so a round may hold only n - f = {genesis.inputs_min} updates)",
         ) from error
     return genesis
-
-
-def read_toml(path: str | Path, what: str, bytes_max: int) -> dict[str, Any]:
-    """A small TOML file's document (profiles, scenarios).
-
-    Raises:
-        ConfigError: unreadable, larger than ``bytes_max``, not UTF-8 or not TOML; the message
-            says ``what`` the file was meant to be.
-    """
-    source = Path(path)
-    try:
-        data = source.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"cannot read {what} {source}: {error.strerror or error}") from error
-    if len(data) > bytes_max:
-        raise ConfigError(f"{what} {source} is larger than {bytes_max} bytes")
-    try:
-        return tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"{what} {source} is not valid TOML: {error}") from error
 
 
 def load_genesis(path: str | Path) -> Genesis:
@@ -417,88 +357,98 @@ def load_genesis(path: str | Path) -> Genesis:
     Raises:
         ConfigError: unreadable file, TOML syntax, or any invalid field (named).
     """
-    source = Path(path)
-    try:
-        text = source.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"cannot read genesis {source}: {error.strerror or error}") from error
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{source}: not valid TOML: {error}") from error
-    return parse_genesis(document, str(source))
+    return parse_genesis(read_toml(path, "genesis", GENESIS_BYTES_MAX), str(path))
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _q16_text(value: int) -> str:
-    """The shortest decimal that reads back as the same Q16 integer (0.05 rather than 0.05000305)."""
-    for digits in range(1, 12):
-        text = f"{value / ONE:.{digits}f}"
-        if round(float(text) * ONE) == value:
-            return text
-    return repr(value / ONE)
+def genesis_document(genesis: Genesis) -> dict[str, Any]:
+    """The TOML document of a genesis (`parse_genesis` of it gives an equal genesis)."""
+    return {"version": GENESIS_VERSION, **dump(genesis)}
 
 
 def dump_genesis(genesis: Genesis) -> str:
     """The TOML text of a genesis (loading it back gives an equal genesis and the same hash)."""
-    lines = [
-        "# qora-p2p genesis: must be identical on every member. Its canonical hash binds every",
-        "# signature, so nothing signed for another network, model or format is ever valid here.",
-        f"version = {GENESIS_VERSION}",
-        f"network_id = {_toml_value(genesis.network_id)}",
-        "",
-        "[model]",
-        f"kind = {_toml_value(genesis.model.kind)}",
-    ]
-    if genesis.model.kind != "synthetic":
-        lines += [f"features = {genesis.model.features}", f"classes = {genesis.model.classes}"]
-        if genesis.model.hidden:
-            lines.append(f"hidden = {_toml_value(list(genesis.model.hidden))}")
-    lines += [f"dimension = {genesis.model.dimension}", f"seed = {genesis.model.seed}", ""]
-    lines += ["[fixed_point]", f"frac_bits = {genesis.frac_bits}", ""]
-    lines += ["[aggregation]", f"rule = {_toml_value(genesis.rule)}"]
-    lines += [f"{key} = {_toml_value(value)}" for key, value in sorted(genesis.rule_params.items())]
-    lines.append("")
-    if genesis.ledger is None:
-        lines += ["[reputation]", "enabled = false", ""]
-    else:
-        ledger = genesis.ledger
-        lines += [
-            "[reputation]",
-            "enabled = true",
-            f"initial = {_q16_text(ledger.initial)}",
-            f"reward = {_q16_text(ledger.reward)}",
-            f"penalty = {_q16_text(ledger.penalty)}",
-            f"opposing_penalty = {_q16_text(ledger.opposing_penalty)}",
-            f"absence_penalty = {_q16_text(ledger.absence_penalty)}",
-            f"outlier_ratio = {_q16_text(ledger.outlier_ratio)}",
-            f"ban_below = {_q16_text(ledger.ban_below)}",
-            f"ban_rounds = {ledger.ban_rounds}",
-            f"weight_cap = {_q16_text(ledger.weight_cap)}",
-            "",
-        ]
-    lines.append("[timing]")
-    lines += [f"{item.name} = {getattr(genesis.timing, item.name)}" for item in fields(Timing)]
-    lines.append("")
-    for member in genesis.members:
-        lines += [
-            "[[members]]",
-            f"name = {_toml_value(member.name)}",
-            f"public_key = {_toml_value(public_key_hex(member.public_key))}",
-            f"address = {_toml_value(member.address)}",
-            "",
-        ]
+    header = (
+        "# qora-p2p genesis: must be identical on every member. Its canonical hash binds every\n"
+        "# signature, so nothing signed for another network, model or format is ever valid here."
+    )
+    return write_toml(genesis_document(genesis), header)
+
+
+# ---------------------------------------------------------------------------------- fragments
+
+FILLED_IN = ("network_id", "members")  # what the tool creating a network supplies
+
+
+def genesis_fragment(genesis: Genesis) -> dict[str, Any]:
+    """The fragment of a genesis: its document without the filled-in keys (nor the version)."""
+    return {key: value for key, value in dump(genesis).items() if key not in FILLED_IN}
+
+
+def placeholder_members(count: int) -> tuple[Member, ...]:
+    """``count`` members with fixed keys and loopback addresses, to validate a fragment before
+    the real keys exist (only their number matters to validation)."""
+    return tuple(
+        Member(f"node-{index:02d}", Identity.from_seed(index.to_bytes(32, "big")).public_key, "127.0.0.1", 1024 + index) for index in range(count)
+    )
+
+
+def genesis_from_fragment(fragment: Mapping[str, Any], network_id: str, members: Sequence[Member], origin: str = "genesis", path: str = "") -> Genesis:
+    """The genesis of ``fragment`` (a peers.toml without ``network_id`` and ``members``) for a
+    network of ``members``.
+
+    Raises:
+        ConfigError: the fragment sets a filled-in key, or any invalid field (named, under ``path``).
+    """
+    table = Table(fragment, path, origin)
+    for key in FILLED_IN:
+        if key in table:
+            raise table.error(key, "is filled in by the tool that creates the network; a genesis fragment cannot set it")
+    document = {**fragment, "network_id": network_id, "members": [dump(member) for member in members]}
+    return parse_genesis(document, origin, path)
+
+
+def apply_settings(fragment: Mapping[str, Any], settings: Sequence[str], option: str = "--set") -> dict[str, Any]:
+    """``fragment`` with every ``PATH=VALUE`` of ``settings`` applied, in order.
+
+    Raises:
+        ConfigError: a setting that is not ``PATH=VALUE``.
+    """
+    result = dict(fragment)
+    for text in settings:
+        result = apply_setting(result, text, option)
+    return result
+
+
+def describe_settings() -> str:
+    """Every genesis parameter a fragment or ``--set`` can give, with its range and default."""
+    lines: list[str] = []
+
+    def line(path: str, text: str) -> None:
+        lines.append(f"  {path:<32} {text}")
+
+    def walk(cls: Any, prefix: str) -> None:
+        for item, spec in settings_of(cls):
+            if cls is Genesis and item.name in FILLED_IN:
+                continue
+            path = prefix + (f"{spec.table}.{spec.key}" if spec.table else spec.key)
+            if spec.toggle is not None:
+                line(f"{path}.{spec.toggle}", "true | false, default true: false turns the table off")
+            if spec.schema is not None:
+                walk(spec.schema, path + ".")
+                continue
+            if spec.rest:
+                line(f"{prefix}{spec.table}.<name>", f"number or string: {spec.doc} (when none: {_defaults_text()})")
+                continue
+            kinds = "number" if spec.kinds == (int, float) else " or ".join("array" if kind is list else kind.__name__ for kind in spec.kinds)
+            bounds = f" {spec.low}..{spec.high}" if spec.low is not None and spec.high is not None else ""
+            unit = f" ({spec.codec.unit} inside)" if spec.codec is not None and spec.codec.unit else ""
+            default = RULE_DEFAULT if item.name == "rule" else item.default
+            shown = "" if spec.omit_default or isinstance(default, type(MISSING)) else f", default {spec.codec.dump(default) if spec.codec else default}"
+            line(path, f"{kinds}{bounds}{unit}{shown}: {spec.doc}")
+
+    walk(Genesis, "")
     return "\n".join(lines)
+
+
+def _defaults_text() -> str:
+    return "; ".join(f"{rule}: " + ", ".join(f"{key} = {value!r}" for key, value in params.items()) for rule, params in RULE_PARAMS_DEFAULT.items())

@@ -46,10 +46,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 
 from qora_p2p.errors import ConfigError, LocalProtocolError, MessageError
+from qora_p2p.schema import Codec, check_values, setting
 
 __all__ = [
     "ONE",
@@ -64,34 +66,45 @@ __all__ = [
 ONE = 1 << 16  # reputation and ratios are Q16
 LEDGER_VERSION = 1
 BAN_ROUNDS_MAX = 10**9  # "forever, in practice" without a special value
+OUTLIER_RATIO_MAX = 1024  # round medians; a larger ratio would never call anything outlying
 MEMBERS_MAX = 1024  # matches the aggregation engine's input limit
+
+
+def q16_decimal(value: int) -> float:
+    """The shortest decimal that reads back as the same Q16 integer (0.05 rather than 0.05000305)."""
+    for digits in range(1, 12):
+        text = f"{value / ONE:.{digits}f}"
+        if round(float(text) * ONE) == value:
+            return float(text)
+    return value / ONE
+
+
+def _q16(default: int, doc: str, *, low: float = 0.0, high: float = 1.0, least: int = 0) -> Any:
+    """A Q16 genesis parameter: a decimal in ``low..high`` in the file, ``round(x * 2**16)`` here,
+    at least ``least``."""
+    codec = Codec(lambda value: max(least, round(value * ONE)), q16_decimal, unit="Q16")
+    return setting(default, kinds=(int, float), low=low, high=high, codec=codec, doc=doc)
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerParams:
-    """Genesis parameters of the ledger (Q16 where marked)."""
+    """Genesis parameters of the ledger, the ``[reputation]`` table (Q16 where marked).
 
-    initial: int = ONE // 2  # Q16 reputation of a member at genesis or readmission
-    reward: int = 3277  # Q16, +0.05 per conforming round
-    penalty: int = 6554  # Q16, -0.10 per outlying round
-    opposing_penalty: int = 6554  # Q16, -0.10 per opposing (not outlying) round; see the notes
-    absence_penalty: int = 0  # Q16, per round an eligible member contributes nothing
-    outlier_ratio: int = 3 * ONE  # Q16, deviation above this many round medians is outlying
-    ban_below: int = 13107  # Q16, 0.2
-    ban_rounds: int = 50
-    weight_cap: int = 52429  # Q16, 0.8
+    Each default is here and only here; the README's measured trade-offs say why they hold.
+    """
+
+    initial: int = _q16(ONE // 2, "reputation of a member at genesis or readmission")
+    reward: int = _q16(3277, "gain per conforming round (0.05)")
+    penalty: int = _q16(6554, "loss per outlying round (0.10)")
+    opposing_penalty: int = _q16(6554, "loss per opposing, not outlying, round (0.10; see the ledger notes)")
+    absence_penalty: int = _q16(0, "loss per round an eligible member contributes nothing")
+    outlier_ratio: int = _q16(3 * ONE, "deviation above this many round medians is outlying", low=1.0, high=float(OUTLIER_RATIO_MAX))
+    ban_below: int = _q16(13107, "a reputation below this bans the member (0.2)")
+    ban_rounds: int = setting(50, kinds=int, low=1, high=BAN_ROUNDS_MAX, doc="rounds a reputation ban lasts")
+    weight_cap: int = _q16(52429, "largest influence weight of a member (0.8); at least 2**-16", least=1)
 
     def __post_init__(self) -> None:
-        for name in ("initial", "reward", "penalty", "opposing_penalty", "absence_penalty", "ban_below", "weight_cap"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= ONE:
-                raise ConfigError(f"ledger parameter {name!r} must be an integer in 0..{ONE} (Q16), got {value!r}")
-        if self.weight_cap < 1:
-            raise ConfigError("ledger parameter 'weight_cap' must be at least 1")
-        if not isinstance(self.outlier_ratio, int) or not ONE <= self.outlier_ratio <= 1024 * ONE:
-            raise ConfigError(f"ledger parameter 'outlier_ratio' must be in {ONE}..{1024 * ONE} (Q16, 1.0..1024.0)")
-        if not isinstance(self.ban_rounds, int) or not 1 <= self.ban_rounds <= BAN_ROUNDS_MAX:
-            raise ConfigError(f"ledger parameter 'ban_rounds' must be in 1..{BAN_ROUNDS_MAX}")
+        check_values(self, "ledger parameter")
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ import random
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from qora_p2p.protocol.behaviour import PROTOCOL_BEHAVIOURS, Misbehaviour
@@ -57,13 +57,12 @@ from qora_p2p.protocol.effects import (
     Train,
     execute,
 )
-from qora_p2p.errors import MessageError, QoraError
+from qora_p2p.errors import ConfigError, MessageError, QoraError
 from qora_p2p.fixedpoint import encode as encode_fixed
 from qora_p2p.fixedpoint import to_bytes
-from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec, Timing
+from qora_p2p.protocol.genesis import Genesis, Member, Timing, apply_settings, default_rule_params, genesis_from_fragment
 from qora_p2p.identity import Identity
 from qora_p2p.identity import verify as verify_signature
-from qora_p2p.protocol.ledger import LedgerParams
 from qora_p2p.protocol.messages import (
     Limits,
     Message,
@@ -78,6 +77,7 @@ from qora_p2p.protocol.state import (
 )
 from qora_p2p.learning.synthetic import synthetic_update
 from qora_p2p.node.store import DoubleSignError, Store
+from qora_p2p.schema import dump as dump_settings
 
 __all__ = ["FAULT_PROFILES", "STRATEGIES", "Fault", "Links", "SimConfig", "SimResult", "Simulation", "run_simulation"]
 
@@ -165,6 +165,38 @@ class SimConfig:
     ledger: bool = True
     schedule: tuple[Fault, ...] | None = None  # explicit faults instead of the profile's
     timing: Timing = field(default_factory=lambda: Timing(round_timeout_ms=5_000, collect_timeout_ms=100, propose_timeout_ms=500, prevote_timeout_ms=300, precommit_timeout_ms=300, timeout_delta_ms=200, timeout_cap_ms=5_000))
+    # Genesis parameters as PATH=VALUE (``reputation.opposing_penalty=0.05``), applied in order over
+    # the fields above and read by the genesis schema; the model stays synthetic of `dimension`.
+    genesis_settings: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        # The trace hash starts from this text. It is the dataclass repr of the fields that predate
+        # `genesis_settings`, which joins only when it is not empty, so every configuration made
+        # before it keeps its pinned trace hash.
+        legacy = ", ".join(f"{item.name}={getattr(self, item.name)!r}" for item in fields(self) if item.name != "genesis_settings")
+        settings = f", genesis_settings={self.genesis_settings!r}" if self.genesis_settings else ""
+        return f"{type(self).__qualname__}({legacy}{settings})"
+
+    def build_genesis(self, members: tuple[Member, ...]) -> Genesis:
+        """The run's genesis for ``members``: the fields above as a genesis fragment, then
+        `genesis_settings`, read by the genesis schema.
+
+        Raises:
+            ConfigError: an invalid parameter (named by its path), or a setting of the model.
+        """
+        fragment: dict[str, Any] = {
+            "model": {"kind": "synthetic", "dimension": self.dimension, "seed": self.seed},
+            # parameters equal to the rule's defaults are left to the schema, so that a setting of
+            # aggregation.rule brings the new rule's defaults rather than the old rule's
+            "aggregation": {"rule": self.rule, **({} if dict(self.rule_params) == default_rule_params(self.rule) else dict(self.rule_params))},
+            "reputation": {} if self.ledger else {"enabled": False},
+            "timing": dump_settings(self.timing),
+        }
+        for text in self.genesis_settings:
+            if text.strip().startswith("model."):
+                raise ConfigError(f"{text}: the simulator's updates are synthetic, of length dimension (qora-sim --model-dim)")
+        fragment = apply_settings(fragment, self.genesis_settings)
+        return genesis_from_fragment(fragment, f"sim-{self.seed}", members, "qora-sim genesis")
 
     @property
     def byzantine_members(self) -> tuple[int, ...]:
@@ -314,15 +346,7 @@ class Simulation:
         self.rng = random.Random(f"{config.seed}/network")
         self.identities = [Identity.from_seed(hashlib.sha256(f"qora-sim/{config.seed}/{i}".encode()).digest()) for i in range(config.nodes)]
         members = tuple(Member(f"sim-{i}", identity.public_key, "127.0.0.1", 10_000 + i) for i, identity in enumerate(self.identities))
-        self.genesis = Genesis(
-            f"sim-{config.seed}",
-            members,
-            ModelSpec("synthetic", config.dimension, config.seed),
-            config.rule,
-            dict(config.rule_params),
-            ledger=LedgerParams() if config.ledger else None,
-            timing=config.timing,
-        )
+        self.genesis = config.build_genesis(members)
         self.limits = Limits(config.nodes, config.dimension)
         self.byzantine = set(config.byzantine_members)
         self.links, self.faults = FAULT_PROFILES[config.faults](config, random.Random(f"{config.seed}/faults"))

@@ -28,11 +28,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from qora_p2p.errors import QoraError
+from qora_p2p.fixedpoint import FRAC_BITS_DEFAULT
 from qora_p2p.protocol.genesis import (
+    RULE_DEFAULT,
     Genesis,
     ModelSpec,
     Timing,
+    default_rule_params,
+    genesis_fragment,
     load_genesis,
+    placeholder_members,
 )
 from qora_p2p.node.network import create_network, free_ports
 from qora_p2p.protocol.ledger import LedgerParams
@@ -90,23 +95,32 @@ class LocalCluster:
         directory: Path,
         nodes: int,
         *,
-        model: ModelSpec,
-        rule: str = "centered_clipping",
+        genesis: Mapping[str, Any] | None = None,
+        model: ModelSpec | None = None,
+        rule: str = RULE_DEFAULT,
         rule_params: Mapping[str, Any] | None = None,
         ledger: LedgerParams | None = LedgerParams(),
         timing: Timing = Timing(),
-        frac_bits: int | None = None,
+        frac_bits: int = FRAC_BITS_DEFAULT,
         network_id: str = "qora-local",
         host: str = "127.0.0.1",
+        origin: str = "genesis",
+        path: str = "",
     ) -> LocalCluster:
-        """Write a new network with ``nodes`` members on free loopback ports into ``directory``."""
-        if rule_params is None:
-            rule_params = {"tau_scale": 1.0, "center": "previous"} if rule.endswith("centered_clipping") else {}
-        extra = {} if frac_bits is None else {"frac_bits": frac_bits}
+        """Write a new network with ``nodes`` members on free loopback ports into ``directory``.
+
+        ``genesis`` is a genesis fragment (peers.toml without network_id and members, as a
+        scenario's ``[genesis]`` table); without one, the fragment is made of ``model``, ``rule``,
+        ``rule_params`` (the rule's defaults when None), ``ledger``, ``timing`` and ``frac_bits``.
+        Either way it is validated by the genesis schema before anything is written.
+        """
+        if genesis is None:
+            if model is None:
+                raise QoraError("LocalCluster.create needs a genesis fragment or a model")
+            params = default_rule_params(rule) if rule_params is None else dict(rule_params)
+            genesis = genesis_fragment(Genesis(network_id, placeholder_members(1), model, rule, params, frac_bits, ledger, timing))
         addresses = [(host, port) for port in free_ports(host, nodes)]
-        create_network(
-            Path(directory), addresses, network_id=network_id, model=model, rule=rule, rule_params=rule_params, ledger=ledger, timing=timing, **extra
-        )
+        create_network(Path(directory), addresses, genesis, network_id=network_id, origin=origin, path=path)
         return cls(directory)
 
     # ------------------------------------------------------------------------------- paths

@@ -32,10 +32,10 @@ from typing import Any
 
 from qora_p2p.protocol.behaviour import PROTOCOL_BEHAVIOURS
 from qora_p2p.errors import ConfigError, LearningError
-from qora_p2p.protocol.genesis import read_toml
 from qora_p2p.learning.attacks import ATTACKS
 from qora_p2p.learning.training import TrainingConfig
 from qora_p2p.node.workload import WorkloadConfig
+from qora_p2p.schema import Table, read_toml
 
 __all__ = ["Profile", "load_profile", "parse_profile"]
 
@@ -55,50 +55,37 @@ class Profile:
         return self.behaviour is not None or self.workload.attack != "none"
 
 
-def _check(origin: str, key: str, value: Any, kind: Any) -> Any:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        names = " or ".join(k.__name__ for k in kinds)
-        raise ConfigError(f"{origin}: {key} must be {names}, got {value!r}")
-    return value
-
-
 def parse_profile(document: Mapping[str, Any], origin: str = "profile") -> Profile:
     """Validate a parsed profile document.
 
     Raises:
-        ConfigError: an unknown key, a value of the wrong type, an unknown attack or behaviour.
+        ConfigError: an unknown key, a value of the wrong type, an unknown attack or behaviour;
+            the message names the file and the key (``nodes/x.toml: training.epochs: ...``).
     """
-    known = set(_TOP) | {"attack_params", "training"}
-    for key in document:
-        if key not in known:
-            raise ConfigError(f"{origin}: unknown key {key!r} (known: {', '.join(sorted(known))})")
-    top = {key: _check(origin, key, value, _TOP[key]) for key, value in document.items() if key in _TOP}
+    root = Table(document, "", origin)
+    top = {key: root.get(key, kinds) for key, kinds in _TOP.items() if key in root}
     attack = top.pop("attack", "none")
     if attack != "none" and attack not in ATTACKS:
-        raise ConfigError(f"{origin}: attack {attack!r} is unknown; known: none, {', '.join(ATTACKS)}")
+        raise root.error("attack", f"no attack {attack!r}; known: none, {', '.join(ATTACKS)}")
     behaviour = top.pop("behaviour", "none")
     if behaviour != "none" and behaviour not in PROTOCOL_BEHAVIOURS:
-        raise ConfigError(f"{origin}: behaviour {behaviour!r} is unknown; known: none, {', '.join(PROTOCOL_BEHAVIOURS)}")
+        raise root.error("behaviour", f"no behaviour {behaviour!r}; known: none, {', '.join(PROTOCOL_BEHAVIOURS)}")
     description = top.pop("description", "honest member" if attack == behaviour == "none" else f"{attack}/{behaviour}")
-    attack_params = document.get("attack_params", {})
-    if not isinstance(attack_params, dict):
-        raise ConfigError(f"{origin}: attack_params must be a table")
-    training_table = document.get("training", {})
-    if not isinstance(training_table, dict):
-        raise ConfigError(f"{origin}: training must be a table")
-    for key, value in training_table.items():
-        if key not in _TRAINING:
-            raise ConfigError(f"{origin}: training.{key} is unknown (known: {', '.join(_TRAINING)})")
-        _check(origin, f"training.{key}", value, (int, float))
+    attack_table = root.table_of("attack_params", required=False)
+    attack_params = dict(attack_table.table) if attack_table is not None else {}
+    training_table = root.table_of("training", required=False) or Table({}, "training", origin)
+    training_values = {key: training_table.get(key, (int, float)) for key in _TRAINING if key in training_table}
+    training_table.finish()
+    root.used.update(_TOP)
+    root.finish()
     try:
-        training = TrainingConfig(**training_table)
+        training = TrainingConfig(**training_values)
         if "alpha" in top:
             top["alpha"] = float(top["alpha"])
-        workload = WorkloadConfig(training=training, attack=attack, attack_params=dict(attack_params), **top)
+        workload = WorkloadConfig(training=training, attack=attack, attack_params=attack_params, **top)
         from qora_p2p.learning.attacks import build_attack  # noqa: PLC0415
 
-        build_attack(attack, **dict(attack_params))
+        build_attack(attack, **attack_params)
     except (LearningError, TypeError) as error:
         raise ConfigError(f"{origin}: {error}") from error
     return Profile(description, None if behaviour == "none" else behaviour, workload)

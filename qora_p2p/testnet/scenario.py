@@ -11,12 +11,17 @@ A scenario file (``scenarios/*.toml``) names everything a run needs::
     [network]
     nodes = 10
 
-    [genesis]                        # what every member agrees on (see qora_p2p.protocol.genesis)
-    model = "logistic"               # logistic | mlp (with hidden = [..]) | synthetic (with dimension)
-    rule = "centered_clipping"
-    rule_params = { tau_scale = 1.0, center = "previous" }
-    reputation = true
-    timing = { collect_timeout_ms = 200 }
+    [genesis.model]                  # the genesis: a peers.toml fragment, same tables and keys
+    kind = "logistic"                # logistic | mlp (with hidden = [..]) | synthetic (with dimension)
+
+    [genesis.aggregation]
+    rule = "centered_clipping"       # with no parameters: the rule's defaults (tau_scale = 1.0, ...)
+
+    [genesis.reputation]             # any ledger parameter; enabled = false turns the ledger off
+    opposing_penalty = 0.1
+
+    [genesis.timing]
+    collect_timeout_ms = 200
 
     [workload]                       # every member's local training (profiles may override)
     dataset = "digits"
@@ -32,6 +37,12 @@ A scenario file (``scenarios/*.toml``) names everything a run needs::
     at_round = 5
     action = "kill"                  # kill | restart | stop | continue | start | partition | heal | delay | drop
     nodes = [2]                      # member indices (partition: groups = [[...], [...]])
+
+The ``[genesis]`` table is read by the genesis schema itself (`qora_p2p.protocol.genesis`), so it
+takes every peers.toml parameter under the same name and fails with the same messages, prefixed
+``genesis.``; the runner fills in ``network_id`` (from the name) and ``members``. For a bundled
+dataset the model's ``features`` and ``classes`` default to the dataset's shape
+(`qora_p2p.node.network.with_model_defaults`), and ``kind`` to logistic.
 
 Byzantine members are placed at indices drawn from the seed. Members named by a ``start`` fault
 start late. Every value is validated on load; an error names the field (``faults[2].action``).
@@ -52,18 +63,19 @@ import random
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from qora_p2p.testnet.cluster import LocalCluster
 from qora_p2p.errors import ConfigError
-from qora_p2p.protocol.genesis import ModelSpec, Timing, read_toml
 from qora_p2p.learning.training import TrainingConfig
-from qora_p2p.protocol.ledger import LedgerParams
+from qora_p2p.node.network import DATASET_DEFAULT, DATASET_SHAPES, with_model_defaults
+from qora_p2p.protocol.genesis import Genesis, ModelSpec, genesis_from_fragment, placeholder_members
+from qora_p2p.schema import Table, merge, read_toml
+from qora_p2p.testnet.cluster import LocalCluster
 from qora_p2p.testnet.profile import Profile, load_profile
 
-__all__ = ["Fault", "Scenario", "ScenarioRun", "load_scenario", "parse_scenario", "run_scenario"]
+__all__ = ["Fault", "Scenario", "ScenarioRun", "load_scenario", "parse_scenario", "run_scenario", "with_genesis"]
 
 NODES_MAX = 64  # processes on one machine; beyond this use several machines
 ROUNDS_MAX = 10_000
@@ -71,8 +83,7 @@ ACTIONS = ("kill", "restart", "stop", "continue", "start", "partition", "heal", 
 PARTITION_METHOD = "transport fault injection (messages between groups dropped in both directions; TCP connections stay up)"
 POLL_S = 0.25  # how often the runner looks at the nodes
 SCENARIO_BYTES_MAX = 256 << 10
-DIGITS_FEATURES, DIGITS_CLASSES = 64, 10
-BREAST_CANCER_FEATURES, BREAST_CANCER_CLASSES = 30, 2
+NETWORK_ID_LENGTH_MAX = 60  # a network id is derived from the scenario name, kept under the 64 allowed
 
 
 @dataclass(frozen=True)
@@ -99,12 +110,8 @@ class Scenario:
     seed: int
     rounds: int
     nodes: int
-    model: ModelSpec
-    rule: str
-    rule_params: Mapping[str, Any]
-    frac_bits: int | None
-    reputation: bool
-    timing: Timing
+    fragment: Mapping[str, Any]  # the [genesis] table, model defaults filled in
+    genesis: Genesis  # the fragment read by the genesis schema, with placeholder members
     workload: Mapping[str, Any]
     byzantine: tuple[tuple[str, int], ...]  # (profile name or path, count)
     faults: tuple[Fault, ...]
@@ -116,70 +123,63 @@ class Scenario:
     def byzantine_count(self) -> int:
         return sum(count for _, count in self.byzantine)
 
+    @property
+    def model(self) -> ModelSpec:
+        return self.genesis.model
 
-class _Reader:
-    def __init__(self, table: Mapping[str, Any], path: str) -> None:
-        self.table, self.path = table, path
+    @property
+    def rule(self) -> str:
+        return self.genesis.rule
 
-    def where(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
+    @property
+    def network_id(self) -> str:
+        return self.genesis.network_id
 
-    def get(self, key: str, kinds: Any, default: Any = ..., low: float | None = None, high: float | None = None) -> Any:
-        if key not in self.table:
-            if default is ...:
-                raise ConfigError(f"{self.where(key)}: required")
-            return default
-        value = self.table[key]
-        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-            raise ConfigError(f"{self.where(key)}: must be {' or '.join(k.__name__ for k in kinds)}, got {value!r}")
-        if low is not None and value < low or high is not None and value > high:
-            raise ConfigError(f"{self.where(key)}: must be in {low}..{high}, got {value!r}")
-        return value
-
-    def only(self, *keys: str) -> None:
-        unknown = sorted(set(self.table) - set(keys))
-        if unknown:
-            raise ConfigError(f"{self.where(unknown[0])}: unknown key (known: {', '.join(keys)})")
+    @property
+    def origin(self) -> str:
+        return str(self.source) if self.source else "scenario"
 
 
-def _model(genesis: _Reader, dataset: str) -> ModelSpec:
-    kind = genesis.get("model", str, "logistic")
-    seed = genesis.get("model_seed", int, 0, 0, 2**31)
-    if kind == "synthetic":
-        return ModelSpec("synthetic", genesis.get("dimension", int, 1000, 1, 2**24), seed)
-    if kind not in ("logistic", "mlp"):
-        raise ConfigError(f"{genesis.where('model')}: must be logistic, mlp or synthetic, got {kind!r}")
-    shapes = {"digits": (DIGITS_FEATURES, DIGITS_CLASSES), "breast_cancer": (BREAST_CANCER_FEATURES, BREAST_CANCER_CLASSES)}
-    if dataset in shapes:
-        features, classes = shapes[dataset]
-    else:
-        features = genesis.get("features", int, low=1, high=2**20)
-        classes = genesis.get("classes", int, low=2, high=2**16)
-    hidden: tuple[int, ...] = ()
-    if kind == "mlp":
-        widths = genesis.get("hidden", list, [32])
-        if not widths or not all(isinstance(width, int) and not isinstance(width, bool) and 1 <= width <= 65_536 for width in widths):
-            raise ConfigError(f"{genesis.where('hidden')}: must be a list of widths in 1..65536")
-        hidden = tuple(widths)
-    sizes = (features, *hidden, classes)
-    dimension = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-    return ModelSpec(kind, dimension, seed, features, classes, hidden)
+def _network_id(name: str) -> str:
+    return name.replace(" ", "-")[:NETWORK_ID_LENGTH_MAX] or "scenario"
 
 
-def _fault(reader: _Reader, nodes: int) -> Fault:
+def _genesis(fragment: Mapping[str, Any], name: str, nodes: int, dataset: str, origin: str) -> tuple[dict[str, Any], Genesis]:
+    """The scenario's fragment with model defaults, and the genesis it makes for ``nodes`` members."""
+    completed = with_model_defaults(fragment, dataset)
+    genesis = genesis_from_fragment(completed, _network_id(name), placeholder_members(nodes), origin, "genesis")
+    shape = DATASET_SHAPES.get(dataset)
+    if shape is not None and genesis.model.kind != "synthetic" and (genesis.model.features, genesis.model.classes) != shape:
+        raise Table(completed, "genesis.model", origin).error(
+            "features", f"{dataset} has {shape[0]} features and {shape[1]} classes, the model {genesis.model.features} and {genesis.model.classes}"
+        )
+    return completed, genesis
+
+
+def with_genesis(scenario: Scenario, changes: Mapping[str, Any]) -> Scenario:
+    """``scenario`` with ``changes`` (a genesis fragment) laid over its ``[genesis]`` table.
+
+    Raises:
+        ConfigError: the changed genesis is invalid (named as in a scenario file).
+    """
+    dataset = str(scenario.workload.get("dataset", DATASET_DEFAULT))
+    fragment, genesis = _genesis(merge(scenario.fragment, changes), scenario.name, scenario.nodes, dataset, scenario.origin)
+    return replace(scenario, fragment=fragment, genesis=genesis)
+
+
+def _fault(reader: Table, nodes: int) -> Fault:
     reader.only("at_round", "at_s", "action", "nodes", "groups", "delay_ms", "drop")
     action = reader.get("action", str)
     if action not in ACTIONS:
-        raise ConfigError(f"{reader.where('action')}: must be one of {', '.join(ACTIONS)}, got {action!r}")
-    at_round = reader.get("at_round", int, None, 0, ROUNDS_MAX)
-    at_s = reader.get("at_s", (int, float), None, 0, 86_400)
+        raise reader.error("action", f"must be one of {', '.join(ACTIONS)}, got {action!r}")
+    at_round = reader.get("at_round", int, None, low=0, high=ROUNDS_MAX)
+    at_s = reader.get("at_s", (int, float), None, low=0, high=86_400)
     if (at_round is None) == (at_s is None):
-        raise ConfigError(f"{reader.where('at_round')}: give exactly one of at_round and at_s")
+        raise reader.error("at_round", "give exactly one of at_round and at_s")
 
     def members(values: Any, where: str) -> tuple[int, ...]:
         if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < nodes for v in values):
-            raise ConfigError(f"{reader.where(where)}: must be a list of member indices in 0..{nodes - 1}")
+            raise reader.error(where, f"must be a list of member indices in 0..{nodes - 1}")
         return tuple(values)
 
     listed = members(reader.get("nodes", list, []), "nodes")
@@ -189,11 +189,11 @@ def _fault(reader: _Reader, nodes: int) -> Fault:
         groups = tuple(members(group, "groups") for group in raw)
         flat = [member for group in groups for member in group]
         if len(groups) < 2 or len(flat) != len(set(flat)):
-            raise ConfigError(f"{reader.where('groups')}: need at least two disjoint groups")
+            raise reader.error("groups", "need at least two disjoint groups")
     elif action in ("kill", "restart", "stop", "continue", "start") and not listed:
-        raise ConfigError(f"{reader.where('nodes')}: {action} needs the members it acts on")
-    delay_ms = reader.get("delay_ms", int, 0, 0, 10_000)
-    drop = float(reader.get("drop", (int, float), 0.0, 0.0, 1.0))
+        raise reader.error("nodes", f"{action} needs the members it acts on")
+    delay_ms = reader.get("delay_ms", int, 0, low=0, high=10_000)
+    drop = float(reader.get("drop", (int, float), 0.0, low=0.0, high=1.0))
     return Fault(action, listed, groups, at_round, None if at_s is None else float(at_s), delay_ms, drop)
 
 
@@ -201,57 +201,42 @@ def parse_scenario(document: Mapping[str, Any], source: Path | None = None) -> S
     """Validate a parsed scenario document.
 
     Raises:
-        ConfigError: the message names the field at fault.
+        ConfigError: the message names the file and the field at fault.
     """
-    root = _Reader(document, "")
+    origin = str(source) if source else "scenario"
+    root = Table(document, "", origin)
     root.only("name", "description", "seed", "rounds", "stall_timeout_s", "network", "genesis", "workload", "byzantine", "faults")
     name = root.get("name", str, source.stem if source else "scenario")
-    network = _Reader(root.get("network", dict), "network")
+    network = root.table_of("network")
+    assert network is not None
     network.only("nodes")
     nodes = network.get("nodes", int, low=1, high=NODES_MAX)
-    workload = dict(root.get("workload", dict, {}))
-    workload_reader = _Reader(workload, "workload")
-    workload_reader.only("dataset", "partition", "alpha", "data_seed", *[item for item in TrainingConfig.__dataclass_fields__])
-    dataset = workload_reader.get("dataset", str, "digits")
-    genesis = _Reader(root.get("genesis", dict, {}), "genesis")
-    genesis.only("model", "model_seed", "dimension", "features", "classes", "hidden", "rule", "rule_params", "frac_bits", "reputation", "timing")
-    timing_table = _Reader(genesis.get("timing", dict, {}), "genesis.timing")
-    timing_table.only(*Timing.__dataclass_fields__)
-    timing = Timing(**{key: timing_table.get(key, int, low=1, high=3_600_000) for key in timing_table.table})
-    rule = genesis.get("rule", str, "centered_clipping")
-    default_params = {"tau_scale": 1.0, "center": "previous"} if rule.endswith("centered_clipping") else {}
+    workload_table = root.table_of("workload", required=False) or Table({}, "workload", origin)
+    workload_table.only("dataset", "partition", "alpha", "data_seed", *[item for item in TrainingConfig.__dataclass_fields__])
+    dataset = workload_table.get("dataset", str, DATASET_DEFAULT)
+    genesis_table = root.table_of("genesis", required=False)
+    fragment, genesis = _genesis(genesis_table.table if genesis_table else {}, name, nodes, dataset, origin)
     byzantine = []
-    for index, item in enumerate(root.get("byzantine", list, [])):
-        reader = _Reader(item if isinstance(item, dict) else {}, f"byzantine[{index}]")
-        if not isinstance(item, dict):
-            raise ConfigError(f"byzantine[{index}]: must be a table")
+    for reader in root.tables("byzantine"):
         reader.only("profile", "count")
-        byzantine.append((reader.get("profile", str), reader.get("count", int, 1, 0, NODES_MAX)))
-    faults = []
-    for index, item in enumerate(root.get("faults", list, [])):
-        if not isinstance(item, dict):
-            raise ConfigError(f"faults[{index}]: must be a table")
-        faults.append(_fault(_Reader(item, f"faults[{index}]"), nodes))
+        byzantine.append((reader.get("profile", str), reader.get("count", int, 1, low=0, high=NODES_MAX)))
+    faults = [_fault(reader, nodes) for reader in root.tables("faults")]
     scenario = Scenario(
         name=name,
         description=root.get("description", str, ""),
-        seed=root.get("seed", int, 0, 0, 2**31),
-        rounds=root.get("rounds", int, 20, 1, ROUNDS_MAX),
+        seed=root.get("seed", int, 0, low=0, high=2**31),
+        rounds=root.get("rounds", int, 20, low=1, high=ROUNDS_MAX),
         nodes=nodes,
-        model=_model(genesis, dataset),
-        rule=rule,
-        rule_params=dict(genesis.get("rule_params", dict, default_params)),
-        frac_bits=genesis.get("frac_bits", int, None, 8, 24),
-        reputation=genesis.get("reputation", bool, True),
-        timing=timing,
-        workload=workload,
+        fragment=fragment,
+        genesis=genesis,
+        workload=dict(workload_table.table),
         byzantine=tuple(byzantine),
         faults=tuple(faults),
-        stall_timeout_s=float(root.get("stall_timeout_s", (int, float), 90, 1, 86_400)),
+        stall_timeout_s=float(root.get("stall_timeout_s", (int, float), 90, low=1, high=86_400)),
         source=source,
     )
     if scenario.byzantine_count >= nodes:
-        raise ConfigError(f"byzantine: {scenario.byzantine_count} Byzantine members leave no honest member of {nodes}")
+        raise root.error("byzantine", f"{scenario.byzantine_count} Byzantine members leave no honest member of {nodes}")
     scenario.profiles.update({profile: resolve_profile(profile, source) for profile, _ in byzantine})
     return scenario
 
@@ -382,15 +367,7 @@ def run_scenario(
     reference = next((member for member in honest if member not in late), honest[0])
     run = ScenarioRun(scenario, out, roles, reference)
     cluster = LocalCluster.create(
-        out / "network",
-        scenario.nodes,
-        model=scenario.model,
-        rule=scenario.rule,
-        rule_params=scenario.rule_params,
-        ledger=LedgerParams() if scenario.reputation else None,
-        timing=scenario.timing,
-        frac_bits=scenario.frac_bits,
-        network_id=scenario.name.replace(" ", "-")[:60] or "scenario",
+        out / "network", scenario.nodes, genesis=scenario.fragment, network_id=scenario.network_id, origin=scenario.origin, path="genesis"
     )
     started = time.monotonic()
     blocked: dict[int, set[int]] = {}

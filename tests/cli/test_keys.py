@@ -62,3 +62,41 @@ def test_installed_command_has_help():
     """The console script runs and documents its subcommands."""
     result = subprocess.run([sys.executable, "-m", "qora_p2p.cli.keys", "--help"], capture_output=True, text=True, check=True)
     assert "network" in result.stdout and "generate" in result.stdout
+
+
+def test_set_reaches_a_ledger_parameter(tmp_path):
+    """--set reputation.opposing_penalty=0.05 is written to peers.toml and read back as Q16 3277."""
+    assert main(["network", "--nodes", "4", "--out", str(tmp_path), "--model", "synthetic", "--set", "reputation.opposing_penalty=0.05", "--set", "aggregation.rule=median"]) == 0
+    genesis = load_genesis(tmp_path / "peers.toml")
+    assert genesis.ledger is not None and genesis.ledger.opposing_penalty == 3277
+    assert genesis.rule == "median" and genesis.rule_params == {} and genesis.model.dimension == 1000
+
+
+def test_genesis_fragment_options_and_set_apply_in_order(tmp_path):
+    """A --genesis file gives the base, model and rule options override it, --set overrides both."""
+    fragment = tmp_path / "fragment.toml"
+    fragment.write_text('[model]\nkind = "synthetic"\ndimension = 50\n[aggregation]\nrule = "trimmed_mean"\ntrim = 1\n[timing]\ncollect_timeout_ms = 150\n')
+    out = tmp_path / "net"
+    assert main(["network", "--nodes", "4", "--out", str(out), "--genesis", str(fragment), "--dimension", "60", "--set", "model.dimension=70"]) == 0
+    genesis = load_genesis(out / "peers.toml")
+    assert (genesis.model.dimension, genesis.rule_params, genesis.timing.collect_timeout_ms) == (70, {"trim": 1}, 150)
+
+
+def test_bad_genesis_settings_exit_2_naming_the_path(tmp_path, capsys):
+    """Bad --set values and fragment files exit 2 with the field's path, writing nothing."""
+    for arguments, message in [
+        (["--set", "reputation.ban_rounds=0"], "reputation.ban_rounds: must be in 1..1000000000, got 0"),
+        (["--set", "reputation.colour=red"], "reputation.colour: unknown key"),
+        (["--set", "nonsense"], "expected PATH=VALUE"),
+        (["--genesis", str(tmp_path / "absent.toml")], "cannot read genesis fragment"),
+    ]:
+        assert main(["network", "--nodes", "4", "--out", str(tmp_path / "net"), *arguments]) == 2
+        error = capsys.readouterr().err
+        assert message in error and "Traceback" not in error
+    assert not (tmp_path / "net").exists()
+
+
+def test_network_help_lists_the_genesis_parameters():
+    """network --help documents --set, --genesis and every genesis parameter's path."""
+    result = subprocess.run([sys.executable, "-m", "qora_p2p.cli.keys", "network", "--help"], capture_output=True, text=True, check=True)
+    assert "--set PATH=VALUE" in result.stdout and "--genesis" in result.stdout and "reputation.opposing_penalty" in result.stdout

@@ -21,7 +21,7 @@ def _scenario(nodes: int, rounds: int, faults: list[dict], byzantine: list[dict]
         "rounds": rounds,
         "stall_timeout_s": 60,
         "network": {"nodes": nodes},
-        "genesis": {**(model or {"model": "synthetic", "dimension": 2000}), "timing": FAST_TIMING},
+        "genesis": {"model": model or {"kind": "synthetic", "dimension": 2000}, "timing": FAST_TIMING},
         "byzantine": byzantine or [],
         "faults": faults,
     }
@@ -69,7 +69,7 @@ def test_quickstart_like_run_with_faults_and_attackers(tmp_path):
             {"at_round": 13, "action": "heal"},
         ],
         byzantine=[{"profile": "sign_flip", "count": 1}, {"profile": "equivocate_updates", "count": 1}],
-        model={"model": "logistic"},
+        model={"kind": "logistic"},
     )
     run = run_scenario(scenario, tmp_path)
     summary = write_report(run)

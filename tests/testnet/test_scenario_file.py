@@ -1,4 +1,4 @@
-"""Scenario files: every shipped one loads; invalid ones fail with the field named."""
+"""Scenario files: every shipped one loads to the genesis it had; invalid ones fail with the field named."""
 
 from __future__ import annotations
 
@@ -7,11 +7,34 @@ from pathlib import Path
 import pytest
 
 from qora_p2p.errors import ConfigError
-from qora_p2p.testnet.scenario import assign_roles, load_scenario, parse_scenario
+from qora_p2p.identity import Identity
+from qora_p2p.protocol.genesis import Member, dump_genesis, genesis_from_fragment, load_genesis
+from qora_p2p.protocol.ledger import ONE
+from qora_p2p.testnet.scenario import assign_roles, load_scenario, parse_scenario, with_genesis
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "scenarios").glob("*.toml"))
-BASE = {"name": "t", "network": {"nodes": 4}, "genesis": {"model": "synthetic", "dimension": 10}}
+BASE = {"name": "t", "network": {"nodes": 4}, "genesis": {"model": {"kind": "synthetic", "dimension": 10}}}
+MEMBERS = tuple(Member(f"node-{index:02d}", Identity.from_seed(bytes([index + 1]) * 32).public_key, "127.0.0.1", 7000 + index) for index in range(10))
+# The genesis hash of every shipped scenario with MEMBERS, recorded from the scenario format that
+# spelled the genesis differently (model = "logistic", rule_params = {...}, timing = {...}):
+# the migration to peers.toml names kept every value.
+SHIPPED_GENESIS_HASHES = {
+    "attack-alie": "c5cd32df9d365064fdf4c0b28879689be590ee8a318070f3e2cd9bee9038039d",
+    "attack-backdoor": "dc90f34471108ad065482f10b367b883d91218e4568da73bb30b220f51fd0d4b",
+    "attack-gaussian": "3025f0411a74773e9fe6f23c80e8fb92d4e7e6f48fc46e1132f54a89d7195242",
+    "attack-ipm": "df954e560ba4b3b081df33b894ecfc057a1f551f3b3a72e316f827075679ddc0",
+    "attack-label-flip": "b65af6cfc813b15b33db6f6de68383096c9a388eb41b997b337b0eed9ccb45cf",
+    "attack-mimic": "889105ca226fb40d942bcb056ebf59304a159cae1add695f6ea94fd61d188e7b",
+    "attack-scaling": "804b2309d89e7a15eaf821818956430e4cdadff3c1d3fa511b280279440c886d",
+    "attack-sign-flip": "5af35bbf7899788a6fe0926693a6e7416dbcbfbbe82b029099fa0afeac7e6700",
+    "crash-restart": "2004147bc973cfcde28a66a6624e427a2708a83e5413776ed779fec1149f923e",
+    "equivocation": "713d8bccc949ff0c12d34610b9760a85e31e6f20bc8003d2610854542ce55e85",
+    "late-join": "2d0a5e4751e47f6feade40be13148daecadd248dd395bbc7c99076bc53b2ebf0",
+    "no-attack": "e89e559314751be8b212048f9e1cbfba1bc9af481b48a607177b0ad8ba71654b",
+    "partition-heal": "9ed66e0881ceecb54aa2475359f07e03ed4ddfece683d224527cefe8f01b2d57",
+    "quickstart": "cb9a02b8a262dcae2c5066bcfb05d8d3b68544fa4a4f7a04f294dc2295571449",
+}
 
 
 def test_every_shipped_scenario_loads_and_names_known_profiles():
@@ -29,8 +52,13 @@ def test_every_shipped_scenario_loads_and_names_known_profiles():
         ({"network": {"nodes": 0}}, "network.nodes"),
         ({"network": {"nodes": 4, "extra": 1}}, "network.extra"),
         ({"rounds": "ten"}, "rounds"),
-        ({"genesis": {"model": "transformer"}}, "genesis.model"),
-        ({"genesis": {"model": "synthetic", "timing": {"propose_timeout_ms": -1}}}, "genesis.timing.propose_timeout_ms"),
+        ({"genesis": {"model": {"kind": "transformer"}}}, "genesis.model.kind: must be one of"),
+        ({"genesis": {"model": "logistic"}}, "genesis.model: must be a table"),
+        ({"genesis": {"model": {"kind": "synthetic"}, "rule_params": {"f": 1}}}, "genesis.rule_params: unknown key"),
+        ({"genesis": {"model": {"kind": "synthetic", "dimension": 10}, "timing": {"propose_timeout_ms": -1}}}, "genesis.timing.propose_timeout_ms"),
+        ({"genesis": {"reputation": {"opposing_penalty": 2}}}, r"genesis.reputation.opposing_penalty: must be in 0.0..1.0, got 2"),
+        ({"genesis": {"members": []}}, "genesis.members: is filled in"),
+        ({"genesis": {"model": {"features": 30}}}, "genesis.model.features: digits has 64 features"),
         ({"faults": [{"at_round": 2, "action": "explode", "nodes": [1]}]}, "faults[0].action"),
         ({"faults": [{"at_round": 2, "action": "kill", "nodes": [9]}]}, "faults[0].nodes"),
         ({"faults": [{"action": "kill", "nodes": [1]}]}, "faults[0].at_round"),
@@ -43,7 +71,7 @@ def test_every_shipped_scenario_loads_and_names_known_profiles():
 def test_invalid_scenarios_name_the_field(change, field):
     """Each mistake is a ConfigError whose message starts from the field at fault."""
     document = {**BASE, **change}
-    with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]").replace("..", r"\.\.")):
         parse_scenario(document, ROOT / "scenarios" / "test.toml")
 
 
@@ -56,3 +84,43 @@ def test_roles_follow_the_seed():
     assert sorted(roles.values()).count("sign_flip") == 2 and sorted(roles.values()).count("silent") == 1
     placements = {tuple(sorted(assign_roles(parse_scenario({**document, "seed": seed}, ROOT / "scenarios" / "test.toml")).items())) for seed in range(5)}
     assert len(placements) > 1  # the seed moves the attackers
+
+
+def test_shipped_scenarios_keep_their_genesis():
+    """Each shipped scenario, given the same members, hashes to the genesis its old spelling made."""
+    assert sorted(path.stem for path in SHIPPED) == sorted(SHIPPED_GENESIS_HASHES)
+    for path in SHIPPED:
+        scenario = load_scenario(path)
+        genesis = genesis_from_fragment(scenario.fragment, scenario.network_id, MEMBERS[: scenario.nodes])
+        assert genesis.hash.hex() == SHIPPED_GENESIS_HASHES[path.stem], path
+
+
+def test_a_scenario_fragment_and_a_peers_file_with_the_same_values_hash_alike(tmp_path):
+    """A [genesis] table is a peers.toml fragment: the same values as a peers.toml give the same hash."""
+    fragment = {
+        "model": {"kind": "mlp", "hidden": [8]},
+        "aggregation": {"rule": "trimmed_mean", "trim": 1},
+        "reputation": {"opposing_penalty": 0.05, "ban_rounds": 9},
+        "fixed_point": {"frac_bits": 18},
+    }
+    scenario = parse_scenario({**BASE, "network": {"nodes": 7}, "genesis": fragment}, ROOT / "scenarios" / "test.toml")
+    genesis = genesis_from_fragment(scenario.fragment, "same", MEMBERS[:7])
+    written = dump_genesis(genesis)
+    assert "[reputation]" in written and "opposing_penalty = 0.05" in written
+    members = "".join(f'[[members]]\nname = "{m.name}"\npublic_key = "{m.public_key.hex()}"\naddress = "{m.address}"\n' for m in MEMBERS[:7])
+    peers = tmp_path / "peers.toml"
+    peers.write_text(
+        'network_id = "same"\n[model]\nkind = "mlp"\nfeatures = 64\nclasses = 10\nhidden = [8]\n'
+        '[aggregation]\nrule = "trimmed_mean"\ntrim = 1\n[fixed_point]\nfrac_bits = 18\n'
+        "[reputation]\nopposing_penalty = 0.05\nban_rounds = 9\n" + members
+    )
+    assert load_genesis(peers).hash == genesis.hash
+
+
+def test_a_scenario_sets_ledger_parameters():
+    """A scenario reaches the ledger: its reputation table lands in the genesis in Q16."""
+    scenario = parse_scenario({**BASE, "genesis": {**BASE["genesis"], "reputation": {"opposing_penalty": 0.05, "weight_cap": 0.5}}})
+    assert scenario.genesis.ledger is not None
+    assert (scenario.genesis.ledger.opposing_penalty, scenario.genesis.ledger.weight_cap) == (round(0.05 * ONE), ONE // 2)
+    off = with_genesis(scenario, {"reputation": {"enabled": False}})
+    assert off.genesis.ledger is None and scenario.genesis.ledger is not None
