@@ -46,6 +46,9 @@ Errors. What a peer sends wrong is a `RemoteProtocolError` (a `HandshakeError` o
 `LocalProtocolError`. A failed handshake closes the stream. After a receive or send fails (or a
 send is cancelled mid-message) that direction is broken and further calls raise
 `trio.BrokenResourceError`; a cancelled receive loses nothing and can simply be retried.
+
+Size: the handshake, the key schedule and the framing share one transcript and one set of limits;
+split, each would have to expose its secrets and counters to the others.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ A round's agreed value (`Value`) lists the round, the previous round hash, the i
 digest), committed evidence and the digests of the resulting model and ledger. Its **round hash**
 (`Value.id`) is SHA-256 over the genesis hash and the value's canonical bytes; votes and
 certificates are over that hash, so certifying it certifies everything the value says.
+
+Size: every message type, its field checks and the one tag-to-type decode table live together
+(h11's rule: one table in one place); split, each part would need the others' internals.
 """
 
 from __future__ import annotations
