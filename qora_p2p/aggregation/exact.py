@@ -193,4 +193,4 @@ def block_inner_products(
     target = vector.astype(np.int64)
     low = wide @ (target & (LIMB - 1))
     high = wide @ (target >> LIMB_BITS)
-    return [int(h) * LIMB + int(l) for h, l in zip(high.tolist(), low.tolist(), strict=True)]
+    return [int(upper) * LIMB + int(lower) for upper, lower in zip(high.tolist(), low.tolist(), strict=True)]

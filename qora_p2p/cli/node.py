@@ -45,13 +45,13 @@ from qora_p2p.errors import (
     KeyFileError,
     KeyFormatError,
 )
-from qora_p2p.protocol.genesis import load_genesis
 from qora_p2p.identity import public_key_hex, read_key_file
 from qora_p2p.node.driver import Node, NodeSettings
-from qora_p2p.testnet.profile import Profile, load_profile, with_overrides
+from qora_p2p.node.inspect import inspect_chain
 from qora_p2p.node.store import Store, StoreError
 from qora_p2p.node.workload import build_workload
-from qora_p2p.node.inspect import inspect_chain
+from qora_p2p.protocol.genesis import load_genesis
+from qora_p2p.testnet.profile import Profile, load_profile, with_overrides
 
 EXIT_OK = 0
 EXIT_USAGE = 2

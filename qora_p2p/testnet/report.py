@@ -13,10 +13,10 @@ import json
 import statistics
 from typing import Any
 
-from qora_p2p.node.inspect import inspect_chain
-from qora_p2p.testnet.cluster import read_log
 from qora_p2p.errors import QoraError
+from qora_p2p.node.inspect import inspect_chain
 from qora_p2p.protocol.genesis import load_genesis
+from qora_p2p.testnet.cluster import read_log
 from qora_p2p.testnet.scenario import PARTITION_METHOD, ScenarioRun
 
 __all__ = ["write_report"]

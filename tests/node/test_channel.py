@@ -10,19 +10,6 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qora_p2p.node import channel as channel_module
-from qora_p2p.node.channel import (
-    FINISH_BYTES,
-    FRAME_COUNTER_MAX,
-    HELLO_BYTES,
-    INITIATOR_DOMAIN,
-    REPLY_BYTES,
-    RESPONDER_DOMAIN,
-    SEND_FRAME_BYTES_MAX,
-    ChannelLimits,
-    SecureChannel,
-    open_channel,
-)
 from qora_p2p.errors import (
     BadHandshake,
     BadSignature,
@@ -42,6 +29,19 @@ from qora_p2p.errors import (
     WrongNetwork,
 )
 from qora_p2p.identity import Identity, verify
+from qora_p2p.node import channel as channel_module
+from qora_p2p.node.channel import (
+    FINISH_BYTES,
+    FRAME_COUNTER_MAX,
+    HELLO_BYTES,
+    INITIATOR_DOMAIN,
+    REPLY_BYTES,
+    RESPONDER_DOMAIN,
+    SEND_FRAME_BYTES_MAX,
+    ChannelLimits,
+    SecureChannel,
+    open_channel,
+)
 
 ALICE = Identity.from_seed(b"A" * 32)  # initiator
 BOB = Identity.from_seed(b"B" * 32)  # responder
@@ -145,7 +145,7 @@ class ManInTheMiddle:
             (self.to_responder, self.from_initiator, REPLY_BYTES),
             (self.from_initiator, self.to_responder, FINISH_BYTES),
         ]
-        for (source, target, size), hook in zip(steps, self.hooks):
+        for (source, target, size), hook in zip(steps, self.hooks, strict=True):
             data = await read_exactly(source, size)
             if data is None:  # one end gave up: pass the close on
                 await self.from_initiator.aclose()
@@ -587,7 +587,7 @@ async def test_tampered_frame_is_decryption_failed(position):
     else:
         frame[position] ^= 0x40
     await middle.to_responder.send_all(bytes(frame))
-    with pytest.raises(DecryptionFailed, match="frame 0 .* fails authentication"):
+    with pytest.raises(DecryptionFailed, match=r"frame 0 .* fails authentication"):
         await receiver.receive()
 
 

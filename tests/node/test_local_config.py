@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from qora_p2p.errors import ConfigError
-from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.identity import Identity
 from qora_p2p.node.driver import read_fault_file
-from qora_p2p.testnet.profile import load_profile, parse_profile
-from qora_p2p.sim import SimConfig, Simulation
 from qora_p2p.node.transport import LinkFaults
 from qora_p2p.node.workload import SyntheticWorkload, WorkloadConfig, build_workload
+from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
+from qora_p2p.sim import SimConfig, Simulation
+from qora_p2p.testnet.profile import load_profile, parse_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 

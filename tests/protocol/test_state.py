@@ -5,8 +5,8 @@ import pytest
 
 from qora_p2p.errors import LocalProtocolError, MessageError
 from qora_p2p.fixedpoint import encode, to_bytes
-from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.identity import Identity
+from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.protocol.ledger import LedgerParams
 from qora_p2p.protocol.state import compute_round, genesis_state, snapshot_bytes, state_from_snapshot
 

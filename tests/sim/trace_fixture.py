@@ -46,7 +46,7 @@ def configurations() -> list[dict[str, object]]:
     return configs
 
 
-def sim_config(arguments: dict[str, object]):  # noqa: ANN201 (the SimConfig type of the tree under test)
+def sim_config(arguments: dict[str, object]):  # the SimConfig of the tree under test, so not annotated
     from qora_p2p.sim import SimConfig  # noqa: PLC0415
 
     values = dict(arguments)
