@@ -116,7 +116,8 @@ def domain(genesis_hash: bytes, kind: str) -> bytes:
 
 
 def _pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
 
 
 def _int(value: Any, name: str, low: int, high: int) -> int:
@@ -691,10 +692,10 @@ def conflicting(first: SignedHeader, second: SignedHeader) -> bool:
     if not isinstance(one, list) or not isinstance(two, list) or len(one) != len(two) or len(one) < 4:
         return False
     if first.kind == "update":
-        return one[0] == two[0] and one[1] == two[1] and one[2] == two[2] and one[3] != two[3]
+        return bool(one[0] == two[0] and one[1] == two[1] and one[2] == two[2] and one[3] != two[3])
     if first.kind == "proposal":
-        return one[0] == two[0] and one[1] == two[1] and one[3] == two[3] and one[4] != two[4]
-    return one[0] == two[0] and one[1] == two[1] and one[3] == two[3] and one[2] != two[2]
+        return bool(one[0] == two[0] and one[1] == two[1] and one[3] == two[3] and one[4] != two[4])
+    return bool(one[0] == two[0] and one[1] == two[1] and one[3] == two[3] and one[2] != two[2])
 
 
 __all__ += ["EvidenceMessage", "SignatureError", "conflicting", "verify_header"]

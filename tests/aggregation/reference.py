@@ -125,6 +125,7 @@ def centered_clipping(
         if tau_scale is not None:
             distances = sorted(math.isqrt(sq_distance(row, current)) for row in rows)
             tau = max(1, min(2**31 - 1, tau_scale * distances[(count - 1) // 2] // 2**16))
+        assert tau is not None, "a fixed tau or a tau_scale"
         steps = []
         for row in rows:
             difference = [x - v for x, v in zip(row, current, strict=True)]

@@ -232,9 +232,14 @@ async def test_handshake_bytes_follow_the_documented_transcript():
 
 async def test_ephemeral_keys_are_fresh_per_connection():
     """Two handshakes between the same members use different ephemeral keys."""
-    seen = []
+    seen: list[bytes] = []
+
+    def record(data: bytes) -> bytes:
+        seen.append(data[69:])
+        return data
+
     for _ in range(2):
-        middle = ManInTheMiddle(hello=lambda data: seen.append(data[69:]) or data)
+        middle = ManInTheMiddle(hello=record)
         await run_concurrently(
             initiate(middle.initiator_stream), respond(middle.responder_stream), middle.relay_handshake
         )
@@ -453,7 +458,7 @@ async def test_many_messages_arrive_in_order_both_ways():
     first, second = await channel_pair(limits=SMALL)
     generator = random.Random(7)
     messages = [generator.randbytes(generator.randrange(0, 300)) for _ in range(300)]
-    received = {first: [], second: []}
+    received: dict[object, list[bytes]] = {first: [], second: []}
 
     async def send_all(channel):
         for message in messages:
@@ -838,13 +843,13 @@ def test_mutated_hello_raises_the_matching_handshake_error(flips, cut, trailing,
     mutated = bytearray(hello)
     for position, mask in flips:
         mutated[position] ^= mask
-    mutated = bytes(mutated if cut is None else mutated[:cut])
-    sent_trailing = trailing if len(mutated) == HELLO_BYTES else b""
-    expected = _expected_handshake_error(hello, mutated, len(sent_trailing), close)
+    damaged = bytes(mutated if cut is None else mutated[:cut])
+    sent_trailing = trailing if len(damaged) == HELLO_BYTES else b""
+    expected = _expected_handshake_error(hello, damaged, len(sent_trailing), close)
 
     async def main():
         ours, theirs = trio.testing.memory_stream_pair()
-        await theirs.send_all(mutated + sent_trailing)
+        await theirs.send_all(damaged + sent_trailing)
         if close:
             await theirs.aclose()
         with trio.fail_after(10 * HANDSHAKE_SECONDS):

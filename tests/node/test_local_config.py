@@ -4,6 +4,7 @@ ConfigError that says what is wrong, never a crash."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def test_every_shipped_profile_loads_and_bad_profiles_name_the_key(tmp_path):
     assert len(shipped) >= 15
     byzantine = [load_profile(path).byzantine for path in shipped]
     assert byzantine.count(False) == 1  # honest.toml
-    for document, problem in [
+    bad_profiles: list[tuple[dict[str, Any], str]] = [
         ({"attack": "teleport"}, "attack 'teleport'"),
         ({"behaviour": "teleport"}, "behaviour 'teleport'"),
         ({"colour": "red"}, "unknown key 'colour'"),
@@ -61,7 +62,8 @@ def test_every_shipped_profile_loads_and_bad_profiles_name_the_key(tmp_path):
         ({"training": {"speed": 1}}, "training.speed"),
         ({"colluders": "three"}, "colluders"),
         ({"attack": "alie", "attack_params": {"z": "big"}}, "'z'"),
-    ]:
+    ]
+    for document, problem in bad_profiles:
         with pytest.raises(ConfigError, match=problem):
             parse_profile(document, "p.toml")
     broken = tmp_path / "broken.toml"

@@ -203,7 +203,7 @@ def test_round_hash_covers_every_field_of_the_value():
     """Changing any part of a value changes its round hash; so does another genesis."""
     value = Value(3, bytes(32), ((0, bytes(32)), (2, b"\x01" * 32)), (), b"\x02" * 32, b"\x03" * 32)
     variants = [
-        Value(4, *value.fields()[1:2], value.inputs, (), value.model_digest, value.ledger_digest),
+        Value(4, value.prev_hash, value.inputs, (), value.model_digest, value.ledger_digest),
         Value(3, b"\x09" * 32, value.inputs, (), value.model_digest, value.ledger_digest),
         Value(3, bytes(32), value.inputs[:1], (), value.model_digest, value.ledger_digest),
         Value(3, bytes(32), value.inputs, (), b"\x04" * 32, value.ledger_digest),
