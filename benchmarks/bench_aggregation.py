@@ -13,6 +13,7 @@ a separate call with tracemalloc (numpy allocations; BLAS work buffers are not v
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -93,7 +94,7 @@ def qora_fl_calls(values: np.ndarray, f: int) -> dict[str, Callable[[], object]]
         "median": qora.ByzantineAggregator("median", fraction),
         "krum": qora.ByzantineAggregator(f"krum:{f}", fraction),
     }
-    return {name: (lambda a=aggregator: a.aggregate(rows)) for name, aggregator in aggregators.items()}
+    return {name: functools.partial(aggregator.aggregate, rows) for name, aggregator in aggregators.items()}
 
 
 def run_size(count: int, dimension: int, repeat: int, seed: int) -> list[dict[str, Any]]:

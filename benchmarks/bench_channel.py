@@ -36,8 +36,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import emit_json, machine, median_seconds, print_table
-from qora_p2p.node.channel import ChannelLimits, open_channel
 from qora_p2p.identity import Identity, verify
+from qora_p2p.node.channel import ChannelLimits, open_channel
 
 SENDER_SEED = b"s" * 32
 RECEIVER_SEED = b"r" * 32

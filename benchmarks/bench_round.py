@@ -31,6 +31,7 @@ bytes received per node per round <= 1.25 x the lower bound.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import tempfile
@@ -42,8 +43,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import emit_json, machine, print_table
-from qora_p2p.testnet.cluster import LocalCluster
 from qora_p2p.protocol.genesis import ModelSpec, Timing
+from qora_p2p.testnet.cluster import LocalCluster
 
 UPDATE_HEADER_BYTES = 180  # msgpack framing, round, hashes, sender, signature around the payload
 TARGETS_MS = {(10, 100_000): 300.0, (4, 100_000): 100.0}
@@ -68,18 +69,20 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def run(nodes: int, workload: str, dimension: int, rounds: int) -> dict[str, Any]:
     model = model_for(workload, dimension)
-    with tempfile.TemporaryDirectory(prefix="qora-bench-") as directory:
-        with LocalCluster.create(Path(directory), nodes, model=model, timing=Timing(collect_timeout_ms=100)) as cluster:
-            for index in range(nodes):
-                cluster.start(index, rounds=rounds, linger_s=LINGER_S, args=["--epochs", "1"] if workload == "digits" else [])
-            deadline = time.monotonic() + RUN_TIMEOUT_S
-            codes = [cluster.wait_exit(index, max(1.0, deadline - time.monotonic())) for index in range(nodes)]
-            cluster.close()  # a member still running at the deadline is stopped and shows as unfinished
-            lines = [cluster.events(index, "round_committed") for index in range(nodes)]
+    with (
+        tempfile.TemporaryDirectory(prefix="qora-bench-") as directory,
+        LocalCluster.create(Path(directory), nodes, model=model, timing=Timing(collect_timeout_ms=100)) as cluster,
+    ):
+        for index in range(nodes):
+            cluster.start(index, rounds=rounds, linger_s=LINGER_S, args=["--epochs", "1"] if workload == "digits" else [])
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        codes = [cluster.wait_exit(index, max(1.0, deadline - time.monotonic())) for index in range(nodes)]
+        cluster.close()  # a member still running at the deadline is stopped and shows as unfinished
+        lines = [cluster.events(index, "round_committed") for index in range(nodes)]
     samples: dict[str, list[float]] = {"commit": [], "round": [], "train": [], "compute": [], "received": [], "sent": [], "cpu": []}
     views = 0
     for node_lines in lines:
-        for previous, line in zip(node_lines, node_lines[1:]):
+        for previous, line in itertools.pairwise(node_lines):
             samples["commit"].append(line["agree_ms"])
             samples["round"].append(line["total_ms"])
             samples["train"].append(line["train_ms"])

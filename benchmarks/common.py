@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import sys
@@ -52,8 +53,6 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    import os
-
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -66,11 +65,11 @@ def machine() -> dict[str, Any]:
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     cells = [[str(cell) for cell in row] for row in rows]
     widths = [max(len(header), *(len(row[i]) for row in cells)) for i, header in enumerate(headers)]
-    line = "  ".join(header.rjust(width) for header, width in zip(headers, widths))
+    line = "  ".join(header.rjust(width) for header, width in zip(headers, widths, strict=True))
     print(line)
     print("-" * len(line))
     for row in cells:
-        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths)))
+        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
 
 
 def emit_json(document: dict[str, Any]) -> None:

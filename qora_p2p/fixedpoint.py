@@ -200,9 +200,9 @@ def div_round(
     if magnitude_max is None and values.size:
         magnitude_max = max(int(values.max()), -int(values.min()))
     if (magnitude_max or 0) < FLOAT_DIVISION_EXACT_MAX:
-        quotient = np.rint(values.astype(np.float64) / divisor)
-        return quotient.astype(np.int64)
-    quotient = np.floor_divide(values, divisor)
+        rounded = np.rint(values.astype(np.float64) / divisor)
+        return rounded.astype(np.int64)
+    quotient = values // divisor
     remainder = values - quotient * divisor  # 0 <= remainder < divisor
     twice = remainder << 1
     round_up = (twice > divisor) | ((twice == divisor) & ((quotient & 1) == 1))

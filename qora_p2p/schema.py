@@ -168,7 +168,7 @@ class Table:
             return default
         value = self.table[key]
         kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             raise self.error(key, f"must be {_kind_names(kinds)}, got {type(value).__name__} {value!r}")
         if isinstance(value, int | float) and not isinstance(value, bool):
             if isinstance(value, float) and not math.isfinite(value):

@@ -57,7 +57,7 @@ def test_saturation_is_symmetric_and_counted():
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_non_finite_values_are_rejected(bad):
     """NaN and infinity are errors that say how many and where."""
-    with pytest.raises(FixedPointError, match="non-finite.*index 2"):
+    with pytest.raises(FixedPointError, match=r"non-finite.*index 2"):
         encode([0.0, 1.0, bad], 16)
 
 

@@ -246,7 +246,7 @@ def test_key_file_not_a_regular_file(tmp_path):
 def test_key_file_unreadable(tmp_path, identity):
     """A key file path that cannot be opened (here: through a regular file) is a KeyFileError."""
     write_key_file(tmp_path / "node.key", identity)
-    with pytest.raises(KeyFileError, match="cannot open key file .*Not a directory"):
+    with pytest.raises(KeyFileError, match=r"cannot open key file .*Not a directory"):
         read_key_file(tmp_path / "node.key" / "inner.key")
 
 

@@ -96,7 +96,12 @@ def centered_clipping(
             dtype=np.int64,
         )[:, None]
 
-        def step(chunk: slice, tau: int = tau) -> list[int]:
+        def step(
+            chunk: slice,
+            tau: int = tau,
+            clipped: npt.NDArray[np.bool_] = clipped,
+            radii: npt.NDArray[np.int64] = radii,
+        ) -> list[int]:
             block = batch.updates[:, chunk]
             difference = block.astype(np.int64)
             difference -= current[chunk]

@@ -36,6 +36,7 @@ def mean_kernel(rows: npt.NDArray[np.intp], weights: npt.NDArray[np.int64] | Non
         elif float_exact:
             total = (coefficients @ part.astype(np.float64)).astype(np.int64)
         else:
+            assert weights is not None  # coefficients exist only with weights
             total = np.zeros(block.shape[1], dtype=np.int64)
             for weight, row in zip(weights[rows].tolist(), part, strict=True):
                 total += weight * row.astype(np.int64)

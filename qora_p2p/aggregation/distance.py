@@ -104,7 +104,7 @@ def _bulyan_select(batch: Batch, f: int, theta: int) -> npt.NDArray[np.intp]:
     table = _NeighbourTable(_distances(batch))
     alive = np.ones(batch.count, dtype=bool)
     remaining = list(range(batch.count))
-    chosen = []
+    chosen: list[int] = []
     while len(chosen) < theta:
         size = len(remaining)
         neighbours = min(size - 1, max(size - f - 2, 1))

@@ -23,6 +23,7 @@ Nothing here depends on row order except through explicit indices, so callers ow
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -102,7 +103,8 @@ def gram(updates: npt.NDArray[np.int32]) -> npt.NDArray[np.int64] | npt.NDArray[
     if not two_limbs:
         return low_low
     cross = high_low + high_low.T
-    return low_low.astype(object) + cross.astype(object) * LIMB + high_high.astype(object) * LIMB**2
+    exact: npt.NDArray[np.object_] = low_low.astype(object) + cross.astype(object) * LIMB + high_high.astype(object) * LIMB**2
+    return exact
 
 
 def pairwise_sq_distances(
@@ -112,8 +114,9 @@ def pairwise_sq_distances(
 
     With an int64 Gram matrix (``|G| <= P * 2**32 <= 2**58``) every term fits int64.
     """
-    diagonal = np.diagonal(gram_matrix).copy()
-    return diagonal[:, None] + diagonal[None, :] - 2 * gram_matrix
+    diagonal: npt.NDArray[Any] = np.diagonal(gram_matrix).copy()  # int64 or object, as the matrix
+    distances: npt.NDArray[np.int64] | npt.NDArray[np.object_] = diagonal[:, None] + diagonal[None, :] - 2 * gram_matrix
+    return distances
 
 
 class DistanceAccumulator:
@@ -193,4 +196,4 @@ def block_inner_products(
     target = vector.astype(np.int64)
     low = wide @ (target & (LIMB - 1))
     high = wide @ (target >> LIMB_BITS)
-    return [int(h) * LIMB + int(l) for h, l in zip(high.tolist(), low.tolist(), strict=True)]
+    return [int(upper) * LIMB + int(lower) for upper, lower in zip(high.tolist(), low.tolist(), strict=True)]

@@ -31,7 +31,7 @@ from qora_p2p.aggregation.distance import (
 from qora_p2p.errors import AggregationError
 from qora_p2p.fixedpoint import VALUE_MAX
 
-__all__ = ["RULES", "MIXING_PREFIX", "Rule", "Plan", "plan", "rule_names"]
+__all__ = ["MIXING_PREFIX", "RULES", "Plan", "Rule", "plan", "rule_names"]
 
 INPUTS_MAX = 1024  # documented maximum n; overflow bounds and tests are proven up to here
 DIMENSION_MAX = 2**26  # documented maximum P; int64 accumulators are proven up to here (exact.py)

@@ -132,8 +132,10 @@ class OrderStatistics:
             low, high = self.bounds() or (0, 0)
             if (stop - start) * max(high, -low) < INT32_LIMIT:
                 # No partial sum can leave int32, and int32 row sums run about 3x faster.
-                return np.einsum("ij->i", ranks).astype(np.int64)
-            return ranks.sum(axis=1, dtype=np.int64)
+                narrow: npt.NDArray[np.int64] = np.einsum("ij->i", ranks).astype(np.int64)
+                return narrow
+            wide: npt.NDArray[np.int64] = ranks.sum(axis=1, dtype=np.int64)
+            return wide
         assert self._rows is not None
         result = self._rows[start].astype(np.int64)
         for rank in range(start + 1, stop):

@@ -35,7 +35,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
 import trio
@@ -45,14 +45,14 @@ from qora_p2p.errors import (
     KeyFileError,
     KeyFormatError,
 )
-from qora_p2p.protocol.genesis import load_genesis
 from qora_p2p.identity import public_key_hex, read_key_file
 from qora_p2p.node.driver import Node, NodeSettings
-from qora_p2p.testnet.plugins import member_hooks
-from qora_p2p.testnet.profile import Profile, load_profile, with_overrides
+from qora_p2p.node.inspect import inspect_chain
 from qora_p2p.node.store import Store, StoreError
 from qora_p2p.node.workload import build_workload
-from qora_p2p.node.inspect import inspect_chain
+from qora_p2p.protocol.genesis import load_genesis
+from qora_p2p.testnet.plugins import member_hooks
+from qora_p2p.testnet.profile import Profile, load_profile, with_overrides
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -85,7 +85,8 @@ def configure_logging(log_format: str, level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(_Stderr()),
+        # PrintLogger only writes and flushes, which is all _Stderr forwards.
+        logger_factory=structlog.PrintLoggerFactory(cast("TextIO", _Stderr())),
         cache_logger_on_first_use=False,
     )
 

@@ -70,7 +70,7 @@ def _stratified_split(labels: Labels, test_fraction: float, seed: int) -> tuple[
     train, test = [], []
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        cut = int(round(len(members) * test_fraction))
+        cut = round(len(members) * test_fraction)
         test.append(members[:cut])
         train.append(members[cut:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))

@@ -15,6 +15,7 @@ PyTorch adapter (`qora_p2p.learning.torch_adapter`).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,7 +138,7 @@ class MLP:
             raise LearningError(f"invalid MLP shape: {features} -> {list(hidden)} -> {classes}")
         self.widths = (features, *hidden, classes)
         shapes: list[tuple[str, tuple[int, ...]]] = []
-        for layer, (fan_in, fan_out) in enumerate(zip(self.widths[:-1], self.widths[1:])):
+        for layer, (fan_in, fan_out) in enumerate(itertools.pairwise(self.widths)):
             shapes += [(f"weight{layer}", (fan_in, fan_out)), (f"bias{layer}", (fan_out,))]
         self.layout = ParameterLayout(tuple(shapes))
 

@@ -87,7 +87,8 @@ class TorchModel:
     def logits(self, params: npt.NDArray[np.float64], features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         vector_to_parameters(params, self.module)
         with torch.no_grad():
-            return self.module(self._inputs(features)).to(torch.float64).numpy()
+            logits: npt.NDArray[np.float64] = self.module(self._inputs(features)).to(torch.float64).numpy()
+        return logits
 
     def loss_and_gradient(
         self, params: npt.NDArray[np.float64], features: npt.NDArray[np.float64], labels: npt.NDArray[np.int64]

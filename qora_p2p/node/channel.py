@@ -46,6 +46,9 @@ Errors. What a peer sends wrong is a `RemoteProtocolError` (a `HandshakeError` o
 `LocalProtocolError`. A failed handshake closes the stream. After a receive or send fails (or a
 send is cancelled mid-message) that direction is broken and further calls raise
 `trio.BrokenResourceError`; a cancelled receive loses nothing and can simply be retried.
+
+Size: the handshake, the key schedule and the framing share one transcript and one set of limits;
+split, each would have to expose its secrets and counters to the others.
 """
 
 from __future__ import annotations
@@ -653,11 +656,12 @@ class SecureChannel(trio.abc.AsyncResource):
                 raise FrameTruncated(
                     f"stream ended inside a frame after {self._body_filled} of its {length} bytes"
                 )
+            part: bytes | bytearray | memoryview = data
             if len(data) > wanted:
                 self._header += data[wanted:]  # all or part of the next frame's header
-                data = memoryview(data)[:wanted]
-            self._body_parts.append(data)
-            self._body_filled += len(data)
+                part = memoryview(data)[:wanted]
+            self._body_parts.append(part)
+            self._body_filled += len(part)
         parts = self._body_parts
         body = parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
         header = self._body_header

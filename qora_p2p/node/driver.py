@@ -39,6 +39,10 @@ import numpy.typing as npt
 import structlog
 import trio
 
+from qora_p2p.identity import Identity
+from qora_p2p.node.store import Store
+from qora_p2p.node.transport import LinkFilter, Transport, TransportLimits
+from qora_p2p.node.workload import Workload
 from qora_p2p.protocol.core import NodeCore
 from qora_p2p.protocol.effects import (
     Broadcast,
@@ -55,13 +59,9 @@ from qora_p2p.protocol.effects import (
     execute,
 )
 from qora_p2p.protocol.genesis import Genesis
-from qora_p2p.identity import Identity
 from qora_p2p.protocol.ledger import ONE
 from qora_p2p.protocol.messages import Message, Record, SyncResponse
 from qora_p2p.protocol.state import AgreedState, RoundResult, compute_round
-from qora_p2p.node.store import Store
-from qora_p2p.node.transport import LinkFilter, Transport, TransportLimits
-from qora_p2p.node.workload import Workload
 
 __all__ = ["EffectFilter", "Forge", "Node", "NodeHooks", "NodeSettings", "RoundSummary"]
 

@@ -38,10 +38,10 @@ from pathlib import Path
 import msgpack
 
 from qora_p2p.errors import ConfigError, LocalProtocolError, MessageError, QoraError
-from qora_p2p.learning.genesis_model import initial_model
-from qora_p2p.protocol.genesis import Genesis, dump_genesis, parse_genesis
 from qora_p2p.identity import Identity, verify
+from qora_p2p.learning.genesis_model import initial_model
 from qora_p2p.protocol.core import NodeCore
+from qora_p2p.protocol.genesis import Genesis, dump_genesis, parse_genesis
 from qora_p2p.protocol.messages import Limits, Record, decode
 from qora_p2p.protocol.state import (
     AgreedState,

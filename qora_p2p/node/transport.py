@@ -34,7 +34,6 @@ from typing import Any, Protocol
 import structlog
 import trio
 
-from qora_p2p.node.channel import ChannelLimits, SecureChannel, open_channel
 from qora_p2p.errors import (
     ChannelClosed,
     HandshakeError,
@@ -42,8 +41,9 @@ from qora_p2p.errors import (
     MessageError,
     RemoteProtocolError,
 )
-from qora_p2p.protocol.genesis import Genesis
 from qora_p2p.identity import Identity
+from qora_p2p.node.channel import ChannelLimits, SecureChannel, open_channel
+from qora_p2p.protocol.genesis import Genesis
 from qora_p2p.protocol.messages import Limits, Message, decode
 
 __all__ = ["LinkFilter", "PeerStatistics", "Transport", "TransportLimits"]

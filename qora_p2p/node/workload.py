@@ -31,12 +31,12 @@ import numpy.typing as npt
 
 from qora_p2p.errors import ConfigError, LearningError
 from qora_p2p.fixedpoint import encode, to_bytes
-from qora_p2p.protocol.genesis import Genesis
 from qora_p2p.learning.attacks import Attack, RoundView, build_attack
 from qora_p2p.learning.data import PARTITIONS, load_dataset, partition
 from qora_p2p.learning.genesis_model import model_of
 from qora_p2p.learning.synthetic import synthetic_update
 from qora_p2p.learning.training import LocalTrainer, TrainingConfig, evaluate
+from qora_p2p.protocol.genesis import Genesis
 
 __all__ = ["LearningWorkload", "SyntheticWorkload", "Workload", "WorkloadConfig", "build_workload"]
 

@@ -28,12 +28,11 @@ Randomness comes from the ``rng`` given (the simulator's seeded stream, or a nod
 from __future__ import annotations
 
 import hashlib
-
 from typing import TYPE_CHECKING
 
-from qora_p2p.protocol.effects import Broadcast, Effect, Raw, Send
 from qora_p2p.errors import ConfigError
 from qora_p2p.identity import Identity
+from qora_p2p.protocol.effects import Broadcast, Effect, Raw, Send
 from qora_p2p.protocol.messages import NIL, Precommit, Prevote, Proposal, Update, Value
 
 if TYPE_CHECKING:

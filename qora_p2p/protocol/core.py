@@ -111,6 +111,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADMISSION",
+    "VIEWS_KEPT",
     "Broadcast",
     "Commit",
     "Compute",
@@ -123,7 +124,6 @@ __all__ = [
     "Send",
     "SignedSlot",
     "Train",
-    "VIEWS_KEPT",
 ]
 
 

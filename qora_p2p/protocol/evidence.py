@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 import msgpack
 
+from qora_p2p.errors import MessageError
 from qora_p2p.protocol.effects import Broadcast
 from qora_p2p.protocol.limits import EVIDENCE_BROADCASTS_PER_ROUND, EVIDENCE_POOL_MAX
-from qora_p2p.errors import MessageError
 from qora_p2p.protocol.messages import Evidence, EvidenceMessage, SignedHeader, conflicting, domain
 
 if TYPE_CHECKING:

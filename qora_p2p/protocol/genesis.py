@@ -50,7 +50,19 @@ from qora_p2p.fixedpoint import FRAC_BITS_DEFAULT, FRAC_BITS_MAX, FRAC_BITS_MIN
 from qora_p2p.identity import Identity, parse_public_key, public_key_hex
 from qora_p2p.protocol import ledger as ledger_module
 from qora_p2p.protocol.ledger import LedgerParams
-from qora_p2p.schema import Codec, Table, apply_setting, canonical, check_values, dump, parse, read_toml, setting, settings_of, write_toml
+from qora_p2p.schema import (
+    Codec,
+    Table,
+    apply_setting,
+    canonical,
+    check_values,
+    dump,
+    parse,
+    read_toml,
+    setting,
+    settings_of,
+    write_toml,
+)
 
 __all__ = [
     "GENESIS_VERSION",

@@ -41,6 +41,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from qora_p2p.errors import ConfigError, MessageError, QoraError
+from qora_p2p.fixedpoint import encode as encode_fixed
+from qora_p2p.fixedpoint import to_bytes
+from qora_p2p.identity import Identity
+from qora_p2p.identity import verify as verify_signature
+from qora_p2p.learning.synthetic import synthetic_update
+from qora_p2p.node.store import DoubleSignError, Store
 from qora_p2p.protocol.behaviour import PROTOCOL_BEHAVIOURS, Misbehaviour
 from qora_p2p.protocol.core import NodeCore
 from qora_p2p.protocol.effects import (
@@ -57,12 +64,14 @@ from qora_p2p.protocol.effects import (
     Train,
     execute,
 )
-from qora_p2p.errors import ConfigError, MessageError, QoraError
-from qora_p2p.fixedpoint import encode as encode_fixed
-from qora_p2p.fixedpoint import to_bytes
-from qora_p2p.protocol.genesis import Genesis, Member, Timing, apply_settings, default_rule_params, genesis_from_fragment
-from qora_p2p.identity import Identity
-from qora_p2p.identity import verify as verify_signature
+from qora_p2p.protocol.genesis import (
+    Genesis,
+    Member,
+    Timing,
+    apply_settings,
+    default_rule_params,
+    genesis_from_fragment,
+)
 from qora_p2p.protocol.messages import (
     Limits,
     Message,
@@ -75,8 +84,6 @@ from qora_p2p.protocol.state import (
     eligible_members,
     genesis_state,
 )
-from qora_p2p.learning.synthetic import synthetic_update
-from qora_p2p.node.store import DoubleSignError, Store
 from qora_p2p.schema import dump as dump_settings
 
 __all__ = ["FAULT_PROFILES", "STRATEGIES", "Fault", "Links", "SimConfig", "SimResult", "Simulation", "run_simulation"]
@@ -523,7 +530,7 @@ class Simulation:
 
     # ------------------------------------------------------------------------ the loop
 
-    def _handle(self, kind: str, payload: Any) -> None:  # noqa: PLR0912
+    def _handle(self, kind: str, payload: Any) -> None:
         if kind == "fault":
             self._fault(payload)
             return

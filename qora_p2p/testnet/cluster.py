@@ -29,6 +29,8 @@ from typing import IO, Any
 
 from qora_p2p.errors import QoraError
 from qora_p2p.fixedpoint import FRAC_BITS_DEFAULT
+from qora_p2p.node.network import create_network, free_ports
+from qora_p2p.node.store import Store, StoreError
 from qora_p2p.protocol.genesis import (
     RULE_DEFAULT,
     Genesis,
@@ -39,9 +41,7 @@ from qora_p2p.protocol.genesis import (
     load_genesis,
     placeholder_members,
 )
-from qora_p2p.node.network import create_network, free_ports
 from qora_p2p.protocol.ledger import LedgerParams
-from qora_p2p.node.store import Store, StoreError
 
 __all__ = ["LocalCluster", "read_log"]
 

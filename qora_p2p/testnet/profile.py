@@ -30,11 +30,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from qora_p2p.protocol.behaviour import PROTOCOL_BEHAVIOURS
 from qora_p2p.errors import ConfigError, LearningError
 from qora_p2p.learning.attacks import ATTACKS
 from qora_p2p.learning.training import TrainingConfig
 from qora_p2p.node.workload import WorkloadConfig
+from qora_p2p.protocol.behaviour import PROTOCOL_BEHAVIOURS
 from qora_p2p.schema import Table, read_toml
 
 __all__ = ["Profile", "load_profile", "parse_profile"]

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from typing import Any
 
-from qora_p2p.node.inspect import inspect_chain
-from qora_p2p.testnet.cluster import read_log
 from qora_p2p.errors import QoraError
+from qora_p2p.node.inspect import inspect_chain
 from qora_p2p.protocol.genesis import load_genesis
+from qora_p2p.testnet.cluster import read_log
 from qora_p2p.testnet.scenario import PARTITION_METHOD, ScenarioRun
 
 __all__ = ["write_report"]
@@ -159,7 +160,7 @@ def _plots(run: ScenarioRun, rounds: list[dict[str, Any]], names: list[str]) -> 
     if any(item["reputation"] for item in rounds):
         figure, axis = plt.subplots(figsize=(7, 4))
         for member, name in enumerate(names):
-            series = [item["reputation"][member] if item["reputation"] else None for item in rounds]
+            series = [item["reputation"][member] if item["reputation"] else math.nan for item in rounds]  # a gap
             role = run.roles[member]
             honest = role == "honest"
             axis.plot(numbers, series, linestyle="-" if honest else "--", linewidth=1 if honest else 2, color="tab:blue" if honest else None, alpha=0.5 if honest else 1.0, label=None if honest else f"{name} ({role})")

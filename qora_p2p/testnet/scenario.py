@@ -414,7 +414,7 @@ def run_scenario(
                         on_round(reported, status)
                 elapsed = time.monotonic() - started
                 for fault in list(pending):
-                    due = fault.at_round is not None and committed >= fault.at_round or fault.at_s is not None and elapsed >= fault.at_s
+                    due = (fault.at_round is not None and committed >= fault.at_round) or (fault.at_s is not None and elapsed >= fault.at_s)
                     if due:
                         pending.remove(fault)
                         _apply(cluster, fault, run, node_args, blocked, link)

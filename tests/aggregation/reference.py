@@ -16,15 +16,15 @@ Row = list[int]
 def mean(values: list[int], weights: list[int] | None = None) -> int:
     if weights is None:
         weights = [1] * len(values)
-    return round(Fraction(sum(w * v for w, v in zip(weights, values)), sum(weights)))
+    return round(Fraction(sum(w * v for w, v in zip(weights, values, strict=True)), sum(weights)))
 
 
 def sq_distance(left: Row, right: Row) -> int:
-    return sum((a - b) ** 2 for a, b in zip(left, right))
+    return sum((a - b) ** 2 for a, b in zip(left, right, strict=True))
 
 
 def columns(rows: list[Row]) -> list[list[int]]:
-    return [list(column) for column in zip(*rows)]
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def fedavg(rows: list[Row], weights: list[int] | None = None) -> tuple[Row, list[int]]:
@@ -96,7 +96,7 @@ def closest_to_median(rows: list[Row], f: int) -> Row:
         ordered = sorted(column)
         twice_median = ordered[(theta - 1) // 2] + ordered[theta // 2]
 
-        def key(start: int) -> tuple[int, int, int]:
+        def key(start: int, ordered: list[int] = ordered, twice_median: int = twice_median) -> tuple[int, int, int]:
             cost = sum(abs(2 * value - twice_median) for value in ordered[start : start + beta])
             return (cost, abs(start - f), start)
 
@@ -125,16 +125,17 @@ def centered_clipping(
         if tau_scale is not None:
             distances = sorted(math.isqrt(sq_distance(row, current)) for row in rows)
             tau = max(1, min(2**31 - 1, tau_scale * distances[(count - 1) // 2] // 2**16))
+        assert tau is not None, "a fixed tau or a tau_scale"
         steps = []
         for row in rows:
-            difference = [x - v for x, v in zip(row, current)]
+            difference = [x - v for x, v in zip(row, current, strict=True)]
             norm_squared = sum(d * d for d in difference)
             if norm_squared > tau * tau:
                 radius = math.isqrt(norm_squared)
                 radius += radius * radius < norm_squared
                 difference = [round(Fraction(d * tau, radius)) for d in difference]
             steps.append(difference)
-        current = [v + mean(list(column), weights) for v, column in zip(current, zip(*steps))]
+        current = [v + mean(list(column), weights) for v, column in zip(current, zip(*steps, strict=True), strict=True)]
     return current, list(range(count))
 
 
@@ -143,7 +144,7 @@ def mix_nearest(rows: list[Row], rank: list[int], f: int) -> list[Row]:
     mixed = []
     for i in range(count):
         order = sorted(range(count), key=lambda j: (sq_distance(rows[i], rows[j]), rank[j]))
-        mixed.append([mean(list(column)) for column in zip(*(rows[j] for j in order[: count - f]))])
+        mixed.append([mean(list(column)) for column in zip(*(rows[j] for j in order[: count - f]), strict=True)])
     return mixed
 
 
@@ -151,7 +152,7 @@ def deviation(rows: list[Row], result: Row) -> list[int]:
     return [math.isqrt(sq_distance(row, result)) for row in rows]
 
 
-def run(
+def run(  # noqa: PLR0911 (one branch per rule, as in the dispatch it mirrors)
     rule: str, rows: list[Row], rank: list[int], weights: list[int] | None, params: dict
 ) -> tuple[Row, list[int]]:
     """Dispatch by rule name, mirroring `qora_p2p.aggregation.aggregate`."""

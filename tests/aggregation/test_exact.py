@@ -20,7 +20,7 @@ def test_gram_and_distances_are_exact(rows):
     distances = exact.pairwise_sq_distances(gram)
     for i, left in enumerate(rows):
         for j, right in enumerate(rows):
-            assert int(gram[i, j]) == sum(a * b for a, b in zip(left, right))
+            assert int(gram[i, j]) == sum(a * b for a, b in zip(left, right, strict=True))
             assert int(distances[i, j]) == reference.sq_distance(left, right)
 
 
@@ -82,4 +82,4 @@ def test_inner_products_are_exact(data):
     """x_i . v equals the big-int dot product on the float64 and the int64-limb paths."""
     rows, vector = data
     result = inner_products(np.array(rows, dtype=np.int32), np.array(vector, dtype=np.int32))
-    assert result == [sum(a * b for a, b in zip(row, vector)) for row in rows]
+    assert result == [sum(a * b for a, b in zip(row, vector, strict=True)) for row in rows]

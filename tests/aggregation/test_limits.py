@@ -3,6 +3,7 @@ reference; P in the millions with extreme values equals closed-form results."""
 
 import math
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def expected_for_constant_rows(dimension: int) -> dict[str, int]:
     }
 
 
-PARAMS = {
+PARAMS: dict[str, dict[str, Any]] = {
     "trimmed_mean": {"trim": 1},
     "krum": {"f": 0},
     "multi_krum": {"f": 0},

@@ -5,6 +5,7 @@ Bulyan's selection pick honest inputs when the honest cluster is well separated.
 import math
 
 import numpy as np
+import numpy.typing as npt
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -63,7 +64,7 @@ def separated_clusters(draw, minimum_for_f):
     diameter = 2 * radius * math.isqrt(dimension) + 2 * radius + 1
     gap = (2 + 2 * math.isqrt(count)) * diameter + 1
     colluding = draw(st.booleans())
-    offsets = []
+    offsets: list[npt.NDArray[np.int64]] = []
     for _ in range(f):
         if colluding and offsets:
             offsets.append(offsets[0])

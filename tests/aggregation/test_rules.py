@@ -1,5 +1,7 @@
 """Every rule equals the big-int reference and is invariant under permutation of its inputs."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -82,7 +84,7 @@ def test_threads_do_not_change_a_single_byte(rule, monkeypatch):
     rng = np.random.default_rng(11)
     matrix = rng.integers(-(2**20), 2**20, size=(15, 5000), dtype=np.int32)
     matrix[3] = 2**31 - 1  # one row that needs the wide paths
-    params = {"f": 3} if rule.removeprefix("nnm+") in ("krum", "multi_krum", "bulyan") else {}
+    params: dict[str, Any] = {"f": 3} if rule.removeprefix("nnm+") in ("krum", "multi_krum", "bulyan") else {}
     if rule.endswith("bulyan"):
         params["f"] = 2
     if rule.endswith("trimmed_mean"):

@@ -36,8 +36,8 @@ def test_pruned_network_still_decides_its_ranks(rows):
     """Pruned to some output ranks, the network gets exactly those ranks right on all 0/1 inputs."""
     block = all_binary_columns(rows)
     expected = np.sort(block, axis=0)
-    for ranks in [{0}, {rows - 1}, {(rows - 1) // 2, rows // 2}, {0, 1, rows - 2, rows - 1}]:
-        ranks = frozenset(rank for rank in ranks if 0 <= rank < rows)
+    for wanted in [{0}, {rows - 1}, {(rows - 1) // 2, rows // 2}, {0, 1, rows - 2, rows - 1}]:
+        ranks = frozenset(rank for rank in wanted if 0 <= rank < rows)
         comparators = network(rows, ranks)
         assert len(comparators) <= len(network(rows))
         result = sort_columns(block, ranks)

@@ -4,8 +4,8 @@ import subprocess
 import sys
 
 from qora_p2p.cli.keys import main
-from qora_p2p.protocol.genesis import load_genesis
 from qora_p2p.identity import public_key_hex, read_key_file
+from qora_p2p.protocol.genesis import load_genesis
 
 
 def test_generate_prints_the_public_key_of_a_private_key_file(tmp_path, capsys):

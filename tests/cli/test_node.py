@@ -9,9 +9,9 @@ import pytest
 
 from qora_p2p.cli.keys import main as keys_main
 from qora_p2p.cli.node import EXIT_STORE, EXIT_USAGE, main
-from qora_p2p.protocol.genesis import load_genesis
 from qora_p2p.identity import Identity, write_key_file
 from qora_p2p.node.store import Store
+from qora_p2p.protocol.genesis import load_genesis
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from qora_p2p.errors import LearningError
-from qora_p2p.learning.attacks import ATTACKS, RoundView, alie_z, build_attack
-from qora_p2p.fixedpoint import decode, encode
 from qora_p2p.aggregation import aggregate
+from qora_p2p.errors import LearningError
+from qora_p2p.fixedpoint import decode, encode
+from qora_p2p.learning.attacks import ATTACKS, RoundView, alie_z, build_attack
 
 
 def view(honest=None, own=None, rule="median", params=None, members=10):

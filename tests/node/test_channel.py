@@ -10,19 +10,6 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qora_p2p.node import channel as channel_module
-from qora_p2p.node.channel import (
-    FINISH_BYTES,
-    FRAME_COUNTER_MAX,
-    HELLO_BYTES,
-    INITIATOR_DOMAIN,
-    REPLY_BYTES,
-    RESPONDER_DOMAIN,
-    SEND_FRAME_BYTES_MAX,
-    ChannelLimits,
-    SecureChannel,
-    open_channel,
-)
 from qora_p2p.errors import (
     BadHandshake,
     BadSignature,
@@ -42,6 +29,19 @@ from qora_p2p.errors import (
     WrongNetwork,
 )
 from qora_p2p.identity import Identity, verify
+from qora_p2p.node import channel as channel_module
+from qora_p2p.node.channel import (
+    FINISH_BYTES,
+    FRAME_COUNTER_MAX,
+    HELLO_BYTES,
+    INITIATOR_DOMAIN,
+    REPLY_BYTES,
+    RESPONDER_DOMAIN,
+    SEND_FRAME_BYTES_MAX,
+    ChannelLimits,
+    SecureChannel,
+    open_channel,
+)
 
 ALICE = Identity.from_seed(b"A" * 32)  # initiator
 BOB = Identity.from_seed(b"B" * 32)  # responder
@@ -145,7 +145,7 @@ class ManInTheMiddle:
             (self.to_responder, self.from_initiator, REPLY_BYTES),
             (self.from_initiator, self.to_responder, FINISH_BYTES),
         ]
-        for (source, target, size), hook in zip(steps, self.hooks):
+        for (source, target, size), hook in zip(steps, self.hooks, strict=True):
             data = await read_exactly(source, size)
             if data is None:  # one end gave up: pass the close on
                 await self.from_initiator.aclose()
@@ -232,9 +232,14 @@ async def test_handshake_bytes_follow_the_documented_transcript():
 
 async def test_ephemeral_keys_are_fresh_per_connection():
     """Two handshakes between the same members use different ephemeral keys."""
-    seen = []
+    seen: list[bytes] = []
+
+    def record(data: bytes) -> bytes:
+        seen.append(data[69:])
+        return data
+
     for _ in range(2):
-        middle = ManInTheMiddle(hello=lambda data: seen.append(data[69:]) or data)
+        middle = ManInTheMiddle(hello=record)
         await run_concurrently(
             initiate(middle.initiator_stream), respond(middle.responder_stream), middle.relay_handshake
         )
@@ -453,7 +458,7 @@ async def test_many_messages_arrive_in_order_both_ways():
     first, second = await channel_pair(limits=SMALL)
     generator = random.Random(7)
     messages = [generator.randbytes(generator.randrange(0, 300)) for _ in range(300)]
-    received = {first: [], second: []}
+    received: dict[object, list[bytes]] = {first: [], second: []}
 
     async def send_all(channel):
         for message in messages:
@@ -587,7 +592,7 @@ async def test_tampered_frame_is_decryption_failed(position):
     else:
         frame[position] ^= 0x40
     await middle.to_responder.send_all(bytes(frame))
-    with pytest.raises(DecryptionFailed, match="frame 0 .* fails authentication"):
+    with pytest.raises(DecryptionFailed, match=r"frame 0 .* fails authentication"):
         await receiver.receive()
 
 
@@ -838,13 +843,13 @@ def test_mutated_hello_raises_the_matching_handshake_error(flips, cut, trailing,
     mutated = bytearray(hello)
     for position, mask in flips:
         mutated[position] ^= mask
-    mutated = bytes(mutated if cut is None else mutated[:cut])
-    sent_trailing = trailing if len(mutated) == HELLO_BYTES else b""
-    expected = _expected_handshake_error(hello, mutated, len(sent_trailing), close)
+    damaged = bytes(mutated if cut is None else mutated[:cut])
+    sent_trailing = trailing if len(damaged) == HELLO_BYTES else b""
+    expected = _expected_handshake_error(hello, damaged, len(sent_trailing), close)
 
     async def main():
         ours, theirs = trio.testing.memory_stream_pair()
-        await theirs.send_all(mutated + sent_trailing)
+        await theirs.send_all(damaged + sent_trailing)
         if close:
             await theirs.aclose()
         with trio.fail_after(10 * HANDSHAKE_SECONDS):

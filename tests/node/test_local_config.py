@@ -4,17 +4,18 @@ ConfigError that says what is wrong, never a crash."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from qora_p2p.errors import ConfigError
-from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.identity import Identity
-from qora_p2p.testnet.profile import load_profile, parse_profile
+from qora_p2p.node.workload import SyntheticWorkload, WorkloadConfig, build_workload
+from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.sim import SimConfig, Simulation
 from qora_p2p.testnet.faults import LinkFaults, read_fault_file
-from qora_p2p.node.workload import SyntheticWorkload, WorkloadConfig, build_workload
+from qora_p2p.testnet.profile import load_profile, parse_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +53,7 @@ def test_every_shipped_profile_loads_and_bad_profiles_name_the_key(tmp_path):
     assert len(shipped) >= 15
     byzantine = [load_profile(path).byzantine for path in shipped]
     assert byzantine.count(False) == 1  # honest.toml
-    for document, problem in [
+    bad_profiles: list[tuple[dict[str, Any], str]] = [
         ({"attack": "teleport"}, "attack 'teleport'"),
         ({"behaviour": "teleport"}, "behaviour 'teleport'"),
         ({"colour": "red"}, "unknown key 'colour'"),
@@ -60,7 +61,8 @@ def test_every_shipped_profile_loads_and_bad_profiles_name_the_key(tmp_path):
         ({"training": {"speed": 1}}, "training.speed"),
         ({"colluders": "three"}, "colluders"),
         ({"attack": "alie", "attack_params": {"z": "big"}}, "'z'"),
-    ]:
+    ]
+    for document, problem in bad_profiles:
         with pytest.raises(ConfigError, match=problem):
             parse_profile(document, "p.toml")
     broken = tmp_path / "broken.toml"

@@ -7,11 +7,11 @@ import pytest
 
 from qora_p2p.errors import LocalProtocolError
 from qora_p2p.fixedpoint import to_bytes
-from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.identity import Identity
+from qora_p2p.node.store import DATABASE_NAME, DoubleSignError, Store, StoreError
+from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.protocol.messages import Precommit, Record, Value
 from qora_p2p.protocol.state import chain_origin, compute_round, genesis_state
-from qora_p2p.node.store import DATABASE_NAME, DoubleSignError, Store, StoreError
 
 
 def _network(members: int = 4, seed: int = 0) -> tuple[Genesis, list[Identity]]:
@@ -74,7 +74,7 @@ def test_commit_persists_record_and_state_and_drops_finished_slots(tmp_path):
 def test_a_failed_commit_leaves_the_previous_round(tmp_path):
     """A commit whose state does not follow its record is refused and writes nothing."""
     genesis, identities = _network()
-    record, new_state = _committed_round(genesis, identities, genesis_state(genesis))
+    record, _new_state = _committed_round(genesis, identities, genesis_state(genesis))
     with Store(tmp_path, genesis, identities[0].public_key) as store:
         with pytest.raises(LocalProtocolError, match="does not follow"):
             store.commit(record, genesis_state(genesis))

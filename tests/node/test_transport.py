@@ -6,10 +6,10 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from qora_p2p.node.channel import open_channel
-from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.identity import Identity
+from qora_p2p.node.channel import open_channel
 from qora_p2p.node.transport import Transport, TransportLimits
+from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.testnet.faults import FaultInjector, LinkFaults
 
 

@@ -3,7 +3,17 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qora_p2p.protocol.consensus import Decide, NeedValidity, NeedValue, Propose, Schedule, Step, Tendermint, Timeout, Vote
+from qora_p2p.protocol.consensus import (
+    Decide,
+    NeedValidity,
+    NeedValue,
+    Propose,
+    Schedule,
+    Step,
+    Tendermint,
+    Timeout,
+    Vote,
+)
 from qora_p2p.protocol.messages import NIL
 
 V = b"v" * 32

@@ -5,12 +5,12 @@ import hashlib
 
 import pytest
 
+from qora_p2p.errors import LocalProtocolError
+from qora_p2p.identity import Identity
 from qora_p2p.protocol import core as core_module
 from qora_p2p.protocol.core import NodeCore
 from qora_p2p.protocol.effects import Broadcast, Penalize, SignedSlot, Train
-from qora_p2p.errors import LocalProtocolError
 from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
-from qora_p2p.identity import Identity
 from qora_p2p.protocol.messages import NIL, Precommit, Prevote, Update
 from qora_p2p.protocol.state import genesis_state
 

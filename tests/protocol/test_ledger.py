@@ -19,7 +19,7 @@ def test_conforming_members_gain_and_deviating_ones_lose():
     penalty, opposing alone the smaller opposing penalty, both together the penalty once; an absent
     member keeps its reputation (no absence penalty by default)."""
     ledger = Ledger.genesis(6, PARAMS)
-    observations = conforming([0, 1]) + [Observation(2, 301, False), Observation(3, 100, True), Observation(4, 301, True)]
+    observations = [*conforming([0, 1]), Observation(2, 301, False), Observation(3, 100, True), Observation(4, 301, True)]
     after, effects = apply_round(ledger, PARAMS, 1, observations, ban_capacity=1)
     reputation = [standing.reputation for standing in after.standings]
     start = PARAMS.initial
@@ -46,7 +46,7 @@ def test_a_persistent_attacker_is_banned_then_readmitted():
     round_number = 0
     while 3 in ledger.eligible(round_number + 1):
         round_number += 1
-        ledger, effects = apply_round(ledger, params, round_number, conforming([0, 1, 2]) + [Observation(3, 10_000, False)], ban_capacity=1)
+        ledger, effects = apply_round(ledger, params, round_number, [*conforming([0, 1, 2]), Observation(3, 10_000, False)], ban_capacity=1)
     banned_at = round_number
     assert effects.banned == (3,) and banned_at == 3  # 32768 - 3 * 6554 = 13106 < ban_below 13107
     for round_number in range(banned_at + 1, banned_at + 4):
@@ -136,7 +136,7 @@ def test_order_independent_and_bounded(entries, random, capacity, evidence):
         present = [o for o in observations if o.member in eligible]
         shuffled = present[:]
         random.shuffle(shuffled)
-        after, effects = apply_round(ledger, PARAMS, round_number, present, evidence, ban_capacity=capacity)
+        after, _effects = apply_round(ledger, PARAMS, round_number, present, evidence, ban_capacity=capacity)
         again, _ = apply_round(ledger, PARAMS, round_number, shuffled, evidence, ban_capacity=capacity)
         assert after == again and after.digest() == again.digest()
         assert all(0 <= standing.reputation <= ONE for standing in after.standings)

@@ -5,8 +5,8 @@ import pytest
 
 from qora_p2p.errors import LocalProtocolError, MessageError
 from qora_p2p.fixedpoint import encode, to_bytes
-from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.identity import Identity
+from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.protocol.ledger import LedgerParams
 from qora_p2p.protocol.state import compute_round, genesis_state, snapshot_bytes, state_from_snapshot
 
@@ -23,7 +23,7 @@ def test_a_round_adds_the_aggregate_to_the_model_and_updates_the_ledger():
     """model' = model + aggregate (int64, exact); the ledger rewards conforming members."""
     state = genesis_state(GENESIS)
     result = compute_round(GENESIS, state, [0, 1, 2, 3], payloads())
-    assert result.state.round == 1
+    assert result.state.round == 1 and result.state.ledger is not None
     assert (result.state.model == state.model + result.state.aggregate).all()
     assert all(standing.reputation > LedgerParams().initial for standing in result.state.ledger.standings)
     assert result.model_digest != state.model_digest() and result.ledger_digest != state.ledger_digest()
@@ -40,6 +40,7 @@ def test_same_inputs_same_bytes():
 def test_evidence_bans_for_good_in_the_committing_round():
     """Culprits named by committed evidence are proven in the new ledger."""
     result = compute_round(GENESIS, genesis_state(GENESIS), [0, 1, 2, 3], payloads(), culprits=[3])
+    assert result.state.ledger is not None
     assert result.proven == (3,) and result.state.ledger.standings[3].proven
     assert 3 not in result.state.ledger.eligible(2)
 

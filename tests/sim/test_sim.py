@@ -1,6 +1,8 @@
 """The protocol under the deterministic simulator: many seeds, fault schedules, and the named
 Byzantine cases. A failing run's message names the seed; `qora-sim ... --seed S` replays it."""
 
+import random
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -129,8 +131,6 @@ def test_generated_fault_schedules_never_break_safety(schedule, seed):
 @pytest.mark.slow
 def test_long_sweep_of_random_configurations():
     """Two thousand random configurations up to 16 members and f Byzantine: all checks hold."""
-    import random
-
     failures = []
     for seed in range(2000):
         rng = random.Random(seed)

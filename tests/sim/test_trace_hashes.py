@@ -5,9 +5,8 @@ import json
 
 import pytest
 
-from tests.sim.trace_fixture import FIXTURE, configurations, sim_config
-
 from qora_p2p.sim import run_simulation
+from tests.sim.trace_fixture import FIXTURE, configurations, sim_config
 
 PINNED = json.loads(FIXTURE.read_text())
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import cast
 
 FIXTURE = Path(__file__).with_name("trace_hashes.json")
 SIZES = ((4, 1), (5, 1), (7, 2), (10, 3))
@@ -46,13 +47,14 @@ def configurations() -> list[dict[str, object]]:
     return configs
 
 
-def sim_config(arguments: dict[str, object]):  # noqa: ANN201 (the SimConfig type of the tree under test)
+def sim_config(arguments: dict[str, object]):  # the SimConfig of the tree under test, so not annotated
     from qora_p2p.sim import SimConfig  # noqa: PLC0415
 
     values = dict(arguments)
     if "rule_params" in values:
-        values["rule_params"] = tuple(tuple(pair) for pair in values["rule_params"])  # type: ignore[union-attr]
-    return SimConfig(**values)  # type: ignore[arg-type]
+        pairs = cast("list[list[object]]", values["rule_params"])  # JSON arrays, see configurations()
+        values["rule_params"] = tuple(tuple(pair) for pair in pairs)
+    return SimConfig(**values)  # type: ignore[arg-type]  # JSON-typed values; SimConfig checks them
 
 
 def main() -> None:
