@@ -245,7 +245,7 @@ def read_toml(path: str | Path, what: str, bytes_max: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the generic schema
 
 
-def parse(cls: Any, table: Table) -> Any:
+def parse(cls: Any, table: Table) -> Any:  # noqa: PLR0912 (one branch per kind of setting)
     """Read ``table`` into the schema dataclass ``cls``; every unknown key is an error.
 
     Raises:

@@ -181,7 +181,7 @@ class Node:
         self.timing = _Timing()
         self.logged = 0  # the last round whose round_committed line is out (evaluation runs after commit)
         self._logged_changed = trio.Event()
-        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[str, Any]](INBOX_EVENTS_MAX)
+        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Any, ...]](INBOX_EVENTS_MAX)
         self._evaluations_send, self._evaluations = trio.open_memory_channel[tuple[RoundSummary, Commit]](EVALUATIONS_QUEUED_MAX)
         self._clock_origin = 0.0
         self._nursery: trio.Nursery | None = None

@@ -109,7 +109,8 @@ class Restored:
 
 def _encode_state(state: AgreedState) -> bytes:
     model, aggregate, ledger = snapshot_bytes(state)
-    return msgpack.packb([state.round, state.last_hash, model, aggregate, ledger], use_bin_type=True)
+    packed: bytes = msgpack.packb([state.round, state.last_hash, model, aggregate, ledger], use_bin_type=True)
+    return packed
 
 
 def _decode_state(genesis: Genesis, data: bytes) -> AgreedState:

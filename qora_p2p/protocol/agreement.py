@@ -387,7 +387,7 @@ class Agreement:
             self.round.updates.fetch(wanted, now_ms)
         self._maybe_compute(value_id, validation)
 
-    def _structural_problem(self, value: Value) -> str | None:
+    def _structural_problem(self, value: Value) -> str | None:  # noqa: PLR0911 (one return per check, in order)
         core = self.core
         if value.round != self.round.number or value.prev_hash != core.state.last_hash:
             return "not on our chain"

@@ -59,7 +59,8 @@ class _LazyHalf:
     """A random half of the members, drawn only if a behaviour asks (drawing costs a sample)."""
 
     def __init__(self, rng: random.Random, members: int) -> None:
-        self.rng, self.members, self.chosen = rng, members, None
+        self.rng, self.members = rng, members
+        self.chosen: set[int] | None = None
 
     def __contains__(self, member: int) -> bool:
         if self.chosen is None:

@@ -153,7 +153,7 @@ class EffectHandler(Protocol, Generic[T_co]):
     def penalize(self, effect: Penalize) -> T_co: ...
 
 
-def execute(effect: Effect, handler: EffectHandler[T]) -> T:
+def execute(effect: Effect, handler: EffectHandler[T]) -> T:  # noqa: PLR0911 (one case per effect type)
     """Run ``effect`` through the handler method for its type (an object of any other type fails
     the type check and, at run time, `assert_never`'s AssertionError: a bug, never input)."""
     match effect:

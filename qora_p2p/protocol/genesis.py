@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass
@@ -162,7 +163,7 @@ class Member:
 def model_dimension(features: int, hidden: Sequence[int], classes: int) -> int:
     """P of a dense network: weights and biases of every layer (``fan_in * fan_out + fan_out``)."""
     widths = (features, *hidden, classes)
-    return sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(widths[:-1], widths[1:]))
+    return sum(fan_in * fan_out + fan_out for fan_in, fan_out in itertools.pairwise(widths))
 
 
 def _widths(widths: list[Any]) -> str | None:
@@ -328,7 +329,8 @@ class Genesis:
 
     @cached_property
     def _canonical(self) -> bytes:  # a genesis is immutable, and signing domains ask often
-        return msgpack.packb([GENESIS_VERSION, *canonical(self, HASH_ORDER)], use_bin_type=True)
+        packed: bytes = msgpack.packb([GENESIS_VERSION, *canonical(self, HASH_ORDER)], use_bin_type=True)
+        return packed
 
     @property
     def hash(self) -> bytes:

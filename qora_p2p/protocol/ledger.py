@@ -170,7 +170,8 @@ class Ledger:
     def encode(self) -> bytes:
         """Canonical bytes (msgpack arrays of integers): the input of `digest`."""
         rows = [[standing.reputation, standing.banned_until, standing.proven] for standing in self.standings]
-        return msgpack.packb([LEDGER_VERSION, rows], use_bin_type=True)
+        packed: bytes = msgpack.packb([LEDGER_VERSION, rows], use_bin_type=True)
+        return packed
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical encoding; the round hash commits to it."""

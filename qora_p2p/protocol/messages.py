@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import msgpack
 
@@ -395,7 +395,7 @@ class _Vote(Message):
         return _pack([round_number, view, value_id, voter])
 
     @classmethod
-    def create(cls, identity: Identity, genesis_hash: bytes, round_number: int, view: int, value_id: bytes, voter: int) -> _Vote:
+    def create(cls, identity: Identity, genesis_hash: bytes, round_number: int, view: int, value_id: bytes, voter: int) -> Self:
         signature = identity.sign(domain(genesis_hash, cls.KIND), cls.body(round_number, view, value_id, voter))
         return cls(round_number, view, value_id, voter, signature)
 

@@ -85,6 +85,7 @@ from qora_p2p.protocol.state import (
     genesis_state,
 )
 from qora_p2p.schema import dump as dump_settings
+from qora_p2p.sim.faults import FAULT_PROFILES, Fault, Links
 
 __all__ = ["FAULT_PROFILES", "STRATEGIES", "Fault", "Links", "SimConfig", "SimResult", "Simulation", "run_simulation"]
 
@@ -95,63 +96,6 @@ TRAIN_MS = (40, 160)  # simulated local training time, uniform
 COMPUTE_MS = 5  # simulated aggregation time
 SIM_TIME_PER_ROUND_MS = 120_000  # a run that has not committed by rounds * this has lost liveness
 
-
-@dataclass(frozen=True, slots=True)
-class Links:
-    """The network: one-way delay uniform in [low, high] ms, drop and duplicate probabilities."""
-
-    delay_ms: tuple[int, int] = (5, 40)
-    drop: float = 0.0
-    duplicate: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """At ``at_ms``: crash or restart members, partition them from the rest, or heal."""
-
-    at_ms: int
-    kind: str  # "crash" | "restart" | "partition" | "heal" | "calm" (links back to no loss)
-    members: tuple[int, ...] = ()
-
-
-def _profile_none(config: SimConfig, rng: random.Random) -> tuple[Links, list[Fault]]:
-    return Links(), []
-
-
-def _profile_lossy(config: SimConfig, rng: random.Random) -> tuple[Links, list[Fault]]:
-    return Links((5, 120), drop=0.05, duplicate=0.02), [Fault(config.rounds * 1500, "calm")]
-
-
-def _profile_partition(config: SimConfig, rng: random.Random) -> tuple[Links, list[Fault]]:
-    honest = [member for member in range(config.nodes) if member not in config.byzantine_members]
-    minority = tuple(sorted(rng.sample(honest, max(1, (config.nodes - 1) // 3 - len(config.byzantine_members) or 1))))
-    start = 1500
-    return Links(), [Fault(start, "partition", minority), Fault(start + 8000, "heal")]
-
-
-def _profile_crash(config: SimConfig, rng: random.Random) -> tuple[Links, list[Fault]]:
-    honest = [member for member in range(config.nodes) if member not in config.byzantine_members]
-    faults = []
-    for index, member in enumerate(rng.sample(honest, min(len(honest), 2))):
-        down = 800 + 2500 * index + rng.randrange(500)
-        faults += [Fault(down, "crash", (member,)), Fault(down + 2000 + rng.randrange(2000), "restart", (member,))]
-    return Links(), faults
-
-
-def _profile_chaos(config: SimConfig, rng: random.Random) -> tuple[Links, list[Fault]]:
-    links, lossy = _profile_lossy(config, rng)
-    _, partition = _profile_partition(config, rng)
-    _, crashes = _profile_crash(config, rng)
-    return links, sorted(lossy + partition + crashes, key=lambda fault: fault.at_ms)
-
-
-FAULT_PROFILES: dict[str, Callable[[SimConfig, random.Random], tuple[Links, list[Fault]]]] = {
-    "none": _profile_none,
-    "lossy": _profile_lossy,
-    "partition": _profile_partition,
-    "crash": _profile_crash,
-    "chaos": _profile_chaos,
-}
 
 STRATEGIES = (*PROTOCOL_BEHAVIOURS, "sign_flip", "scaling")
 

@@ -40,7 +40,7 @@ from qora_p2p.schema import Table, read_toml
 __all__ = ["Profile", "load_profile", "parse_profile"]
 
 PROFILE_BYTES_MAX = 64 << 10  # a profile is a few lines
-_TOP = {"description": str, "attack": str, "behaviour": str, "colluders": int, "view_wait_ms": int, "dataset": str, "partition": str, "alpha": (int, float), "data_seed": int}
+_TOP: dict[str, type | tuple[type, ...]] = {"description": str, "attack": str, "behaviour": str, "colluders": int, "view_wait_ms": int, "dataset": str, "partition": str, "alpha": (int, float), "data_seed": int}
 _TRAINING = {item.name: item.type for item in fields(TrainingConfig)}
 
 

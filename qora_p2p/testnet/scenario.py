@@ -346,7 +346,7 @@ def _write_faults(cluster: LocalCluster, blocked: dict[int, set[int]], delay_ms:
         temporary.replace(path)
 
 
-def run_scenario(
+def run_scenario(  # noqa: PLR0912 (the runner's one loop: start, follow, apply faults, detect stalls, stop)
     scenario: Scenario,
     out: Path,
     *,
@@ -398,17 +398,17 @@ def run_scenario(
                 committed = max(first_lines, default=0)
                 while reported < committed:
                     reported += 1
-                    line = first_lines.get(reported)
-                    if line is None:
+                    first = first_lines.get(reported)
+                    if first is None:
                         continue  # every honest member caught up past it (no round line)
                     holders = [hashes[m][reported] for m in honest if reported in hashes[m]]
                     status = {
-                        "accuracy": line.get("accuracy"),
+                        "accuracy": first.get("accuracy"),
                         "agree": len(set(holders)) <= 1,
                         "holders": len(holders),
-                        "banned": line.get("banned", []),
-                        "view": line.get("view"),
-                        "ms": line.get("total_ms"),
+                        "banned": first.get("banned", []),
+                        "view": first.get("view"),
+                        "ms": first.get("total_ms"),
                     }
                     if on_round is not None:
                         on_round(reported, status)
@@ -442,7 +442,7 @@ def run_scenario(
     return run
 
 
-def _apply(cluster: LocalCluster, fault: Fault, run: ScenarioRun, node_args: dict[int, list[str]], blocked: dict[int, set[int]], link: dict[str, Any]) -> None:
+def _apply(cluster: LocalCluster, fault: Fault, run: ScenarioRun, node_args: dict[int, list[str]], blocked: dict[int, set[int]], link: dict[str, Any]) -> None:  # noqa: PLR0912 (one branch per fault action)
     action = fault.action
     for member in fault.nodes:
         if action == "kill":

@@ -72,7 +72,7 @@ def test_partitions_cover_every_sample_exactly_once(scheme, members, seed, alpha
     assert len(parts) == members
     assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(labels.size))
     again = partition(labels, members, scheme, seed=seed, alpha=alpha, min_samples=5)
-    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
 
 
 def test_dirichlet_skews_labels_and_iid_does_not():

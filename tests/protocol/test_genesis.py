@@ -2,6 +2,7 @@
 
 import re
 import tomllib
+from typing import Any
 
 import pytest
 
@@ -211,7 +212,7 @@ def test_genesis_hash_is_pinned(name):
 
 # A value other than the default for every genesis parameter (a fragment path), and the tables
 # it needs around it. `test_every_parameter_has_a_variant` keeps this list complete.
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "model.kind": ({"model": {"kind": "synthetic", "dimension": 12}}),
     "model.dimension": ({"model": {"kind": "synthetic", "dimension": 13}}),
     "model.seed": ({"model": {"kind": "logistic", "features": 64, "classes": 10, "seed": 7}}),
@@ -322,5 +323,5 @@ def test_settings_apply_typed_values_along_a_path():
     for bad in ("opposing_penalty", "=1", "a..b=1"):
         with pytest.raises(ConfigError, match="expected PATH=VALUE"):
             apply_settings({}, [bad])
-    with pytest.raises(ConfigError, match="aggregation.rule is not a table"):
+    with pytest.raises(ConfigError, match=r"aggregation\.rule is not a table"):
         apply_settings(fragment, ["aggregation.rule.x=1"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from qora_p2p.testnet.scenario import assign_roles, load_scenario, parse_scenari
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "scenarios").glob("*.toml"))
-BASE = {"name": "t", "network": {"nodes": 4}, "genesis": {"model": {"kind": "synthetic", "dimension": 10}}}
+BASE: dict[str, Any] = {"name": "t", "network": {"nodes": 4}, "genesis": {"model": {"kind": "synthetic", "dimension": 10}}}
 MEMBERS = tuple(Member(f"node-{index:02d}", Identity.from_seed(bytes([index + 1]) * 32).public_key, "127.0.0.1", 7000 + index) for index in range(10))
 # The genesis hash of every shipped scenario with MEMBERS, recorded from the scenario format that
 # spelled the genesis differently (model = "logistic", rule_params = {...}, timing = {...}):
