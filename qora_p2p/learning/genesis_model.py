@@ -23,7 +23,7 @@ def model_of(spec: ModelSpec) -> Model:
     Raises:
         LearningError: a synthetic spec, or a shape the models refuse.
     """
-    model = build_model(spec.kind, spec.features, spec.classes, spec.hidden or (32,))
+    model = build_model(spec.kind, spec.features, spec.classes, spec.hidden)
     assert model.layout.dimension == spec.dimension, "genesis validation derives the dimension from the same layout"
     return model
 

@@ -65,6 +65,7 @@ from qora_p2p.protocol.effects import (
     execute,
 )
 from qora_p2p.protocol.genesis import (
+    MEMBERS_MAX,
     Genesis,
     Member,
     Timing,
@@ -286,8 +287,8 @@ class Simulation:
     """A configured run; `run` executes it and returns a `SimResult`."""
 
     def __init__(self, config: SimConfig, on_round: Callable[[int, RoundStats], None] | None = None) -> None:
-        if not 1 <= config.nodes <= 1024 or not 0 <= config.byzantine < config.nodes:
-            raise QoraError(f"need 1..1024 nodes and 0..nodes-1 Byzantine, got {config.nodes}, {config.byzantine}")
+        if not 1 <= config.nodes <= MEMBERS_MAX or not 0 <= config.byzantine < config.nodes:
+            raise QoraError(f"need 1..{MEMBERS_MAX} nodes and 0..nodes-1 Byzantine, got {config.nodes}, {config.byzantine}")
         if config.faults not in FAULT_PROFILES:
             raise QoraError(f"unknown fault profile {config.faults!r}; known: {', '.join(FAULT_PROFILES)}")
         if config.strategy != "mixed" and config.strategy not in STRATEGIES:
