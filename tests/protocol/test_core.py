@@ -2,16 +2,17 @@
 restarts, and typed handling of bad input."""
 
 import hashlib
+from dataclasses import dataclass
 
 import pytest
 
 from qora_p2p.errors import LocalProtocolError
 from qora_p2p.identity import Identity
 from qora_p2p.protocol import core as core_module
-from qora_p2p.protocol.core import NodeCore
+from qora_p2p.protocol.core import ADMISSION, NodeCore
 from qora_p2p.protocol.effects import Broadcast, Penalize, SignedSlot, Train
 from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
-from qora_p2p.protocol.messages import NIL, Precommit, Prevote, Update
+from qora_p2p.protocol.messages import MESSAGE_TYPES, NIL, Message, Precommit, Prevote, Update
 from qora_p2p.protocol.state import genesis_state
 
 IDENTITIES = [Identity.from_seed(hashlib.sha256(f"core-test-{i}".encode()).digest()) for i in range(4)]
@@ -101,3 +102,25 @@ def test_messages_from_ourselves_or_strangers_are_driver_bugs():
         node.receive(1, vote, 0)
     with pytest.raises(LocalProtocolError):
         node.receive(9, vote, 0)
+
+
+@dataclass(frozen=True)
+class Stray(Message):
+    """A message type no codec produces (as a new type would be, before the core handles it)."""
+
+    round: int = 1
+
+
+def test_a_message_type_without_a_handler_is_a_local_error_not_the_peers_fault():
+    """A type the admission table does not know is a driver bug: it raises LocalProtocolError and
+    charges nothing to the peer that sent it."""
+    node = fresh()
+    node.drain()
+    with pytest.raises(LocalProtocolError, match="no handler for message type Stray"):
+        node.receive(0, Stray(), 1)
+    assert not any(isinstance(effect, Penalize) for effect in node.drain())
+
+
+def test_every_decodable_message_type_is_admitted():
+    """The admission table covers exactly the codec's message types."""
+    assert set(ADMISSION) == set(MESSAGE_TYPES)
