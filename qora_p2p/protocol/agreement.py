@@ -17,7 +17,7 @@ pure voting logic:
   timeout), from one update per sender (the lowest digest of an equivocator's two).
 * **Timeouts** ``init + view * delta`` (capped). View 0's propose clock starts only once this member
   holds ``n - f`` updates or after ``round_timeout_ms`` (`view0_waiting`): training time must not
-  eat the proposer's timeout. This rule lives in `_schedule` and `arm_view0` only.
+  eat the proposer's timeout. `_schedule` defers it and `view0_clock` alone decides when it starts.
 * **Pruning**: messages of views more than `VIEWS_KEPT` behind are forgotten (except the lock's and
   the valid value's view), so a long stall keeps memory bounded.
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from qora_p2p.errors import MessageError, SignatureError
 from qora_p2p.protocol.consensus import (
@@ -227,20 +227,21 @@ class Agreement:
         for action in actions:
             if self.round.closed:
                 return  # a decision already moved us on
-            if isinstance(action, Schedule):
-                self._schedule(action.timeout, action.view, now_ms)
-            elif isinstance(action, NeedValidity):
-                self._validate(action.value_id, now_ms)
-            elif isinstance(action, NeedValue):
-                self.wanted_views.add(action.view)
-            elif isinstance(action, Propose):
-                self._propose(action, now_ms)
-            elif isinstance(action, Vote):
-                self._vote(action, now_ms)
-            elif isinstance(action, Decide):
-                self._decide(action.view, action.value_id, now_ms)
-            else:
-                raise AssertionError(f"unknown consensus action {action!r}")
+            match action:
+                case Schedule():
+                    self._schedule(action.timeout, action.view, now_ms)
+                case NeedValidity():
+                    self._validate(action.value_id, now_ms)
+                case NeedValue():
+                    self.wanted_views.add(action.view)
+                case Propose():
+                    self._propose(action, now_ms)
+                case Vote():
+                    self._vote(action, now_ms)
+                case Decide():
+                    self._decide(action.view, action.value_id, now_ms)
+                case _:
+                    assert_never(action)
 
     def _schedule(self, timeout: Timeout, view: int, now_ms: int, armed: bool = False) -> None:
         timing = self.core.genesis.timing
@@ -257,11 +258,16 @@ class Agreement:
         extra = timing.collect_timeout_ms if timeout is Timeout.PROPOSE and view == 0 else 0
         self.timeouts[(timeout, view)] = now_ms + extra + timing.for_view(initial, view)
 
-    def arm_view0(self, now_ms: int) -> None:
-        """Start view 0's propose clock (n - f updates are here, or the round timeout passed)."""
-        if self.view0_waiting:
+    def view0_clock(self, now_ms: int) -> None:
+        """Start view 0's propose clock once it is due: this member holds n - f updates (it could
+        judge a proposal) or the round has run for ``round_timeout_ms``."""
+        if self.view0_waiting and (self.round.updates.ready_ms is not None or now_ms >= self._view0_latest()):
             self.view0_waiting = False
             self._schedule(Timeout.PROPOSE, 0, now_ms, armed=True)
+        assert not (self.view0_waiting and self.round.updates.ready_ms is not None), "the clock starts as soon as n - f updates are here"
+
+    def _view0_latest(self) -> int:
+        return self.round.started_ms + self.core.genesis.timing.round_timeout_ms
 
     def _vote(self, action: Vote, now_ms: int) -> None:
         core = self.core
@@ -450,15 +456,15 @@ class Agreement:
                 del self.timeouts[key]
                 timeout, view = key
                 self.run(self.consensus.on_timeout(timeout, view), now_ms)
-        if not self.round.closed and self.view0_waiting and now_ms >= self.round.started_ms + self.core.genesis.timing.round_timeout_ms:
-            self.arm_view0(now_ms)
+        if not self.round.closed:
+            self.view0_clock(now_ms)
 
     def deadlines(self, now_ms: int) -> list[int]:
         """Moments at which `fire_timeouts` or `progress` may have something to do."""
         timing = self.core.genesis.timing
         deadlines = list(self.timeouts.values())
         if self.view0_waiting:
-            deadlines.append(self.round.started_ms + timing.round_timeout_ms)
+            deadlines.append(self._view0_latest())
         if self.consensus.view in self.wanted_views:
             # Moments at which building our proposal may become possible; once past, only new
             # updates (events, not time) can change anything.

@@ -76,7 +76,7 @@ class Dissemination:
         agreement = self.round.agreement
         if self.ready_ms is None and len(self.held) >= self.core.genesis.inputs_min:
             self.ready_ms = now_ms
-            agreement.arm_view0(now_ms)
+            agreement.view0_clock(now_ms)
         agreement.update_stored(update.sender, update.digest)
 
     # ---------------------------------------------------------------------------- announce and fetch
