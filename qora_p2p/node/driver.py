@@ -284,7 +284,7 @@ class Node:
 
     def _payload(self, update: np.ndarray, round_number: int) -> bytes:
         assert self.core is not None
-        return self.workload.forge(update, self.core.payloads_held(round_number), self.core.state.aggregate)
+        return self.workload.forge(update, self.core.payloads_held(round_number), self.core.state)
 
     def _submit(self, round_number: int, payload: bytes, now: int) -> None:
         assert self.core is not None

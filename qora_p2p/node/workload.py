@@ -32,7 +32,8 @@ import numpy.typing as npt
 from qora_p2p.errors import ConfigError, LearningError
 from qora_p2p.fixedpoint import encode, to_bytes
 from qora_p2p.protocol.genesis import Genesis
-from qora_p2p.learning.attacks import Attack, RoundView, build_attack
+from qora_p2p.protocol.state import AgreedState, eligible_members
+from qora_p2p.learning.attacks import Attack, RoundView, build_attack, rule_in_force
 from qora_p2p.learning.data import PARTITIONS, load_dataset, partition
 from qora_p2p.learning.genesis_model import model_of
 from qora_p2p.learning.synthetic import synthetic_update
@@ -102,24 +103,34 @@ class Workload:
         """This member's own update from the agreed ``model`` (poisoned data included)."""
         raise NotImplementedError
 
-    def forge(self, own: Vector, others: Sequence[bytes], aggregate: npt.NDArray[np.int32]) -> bytes:
+    def forge(self, own: Vector, others: Sequence[bytes], state: AgreedState) -> bytes:
         """The payload to sign: ``own`` itself, or the attack's forgery from ``own`` and ``others``
-        (other members' payloads of the round, as received)."""
+        (other members' payloads of the round, as received, in member order) against the rule as
+        the protocol runs it after the agreed ``state``: centre and, for a weighted rule, the
+        reputation weights (`qora_p2p.learning.attacks.rule_in_force`)."""
         if self.config.attack == "none":
             return self.payload(own)
         dimension = own.size
         honest = np.stack([np.frombuffer(data, dtype="<i4").astype(np.float64) / self.scale for data in others]) if others else own[None, :]
-        rule_params: dict[str, Any] = self.genesis.fixed_rule_params()
-        if self.genesis.centered_on_previous:
-            rule_params["center"] = aggregate
+        honest_weights = own_weights = None
+        if self.genesis.weighted:
+            assert state.ledger is not None and self.genesis.ledger is not None
+            # ``others`` carries no senders: they are exact when every other eligible member's update
+            # is held (member order), else each held update gets the other members' median weight.
+            rest = [k for k in eligible_members(self.genesis, state, state.round + 1) if k != self.member]
+            weights = state.ledger.weights(rest, self.genesis.ledger) if rest else [1]
+            honest_weights = tuple(weights) if len(weights) == len(honest) else (int(np.median(weights)),) * len(honest)
+            own_weights = tuple(state.ledger.weights([self.member], self.genesis.ledger)) * self.config.colluders
         view = RoundView(
             honest=honest.reshape(-1, dimension),
             own=np.repeat(own[None, :], self.config.colluders, axis=0),
             members=self.genesis.size,
             rule=self.genesis.rule,
-            rule_params=rule_params,
+            rule_params=rule_in_force(self.genesis, state),
             frac_bits=self.genesis.frac_bits,
             rng=self.attack_rng,
+            honest_weights=honest_weights,
+            own_weights=own_weights,
         )
         return self.payload(self.attack.forge(view)[0])
 
