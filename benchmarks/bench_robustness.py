@@ -6,6 +6,9 @@
     python3 benchmarks/bench_robustness.py --plot heatmap.png   # needs matplotlib
 
 N = 10 members, 30 rounds, logistic regression, local SGD (2 epochs, lr 0.1, momentum 0.9).
+Every federation runs the protocol's own round transition (``compute_round``) on the genesis of
+its members (`qora_p2p.learning.federation`): exact fixed-point aggregation with the members' key
+order for ties, the int64 model, the ledger; adaptive attackers see the reputation weights.
 For each partition (IID, Dirichlet alpha=0.5) and Byzantine fraction (0.1, 0.2, 0.3): every rule
 faces every attack with 3 seeds; the score is the final test accuracy of the global model (mean
 and worst seed). Rules are told the true number of attackers ``b`` (``f = trim = b``; Bulyan,
