@@ -6,6 +6,9 @@
     python3 benchmarks/bench_robustness.py --plot heatmap.png   # needs matplotlib
 
 N = 10 members, 30 rounds, logistic regression, local SGD (2 epochs, lr 0.1, momentum 0.9).
+Every federation runs the protocol's own round transition (``compute_round``) on the genesis of
+its members (`qora_p2p.learning.federation`): exact fixed-point aggregation with the members' key
+order for ties, the int64 model, the ledger; adaptive attackers see the reputation weights.
 For each partition (IID, Dirichlet alpha=0.5) and Byzantine fraction (0.1, 0.2, 0.3): every rule
 faces every attack with 3 seeds; the score is the final test accuracy of the global model (mean
 and worst seed). Rules are told the true number of attackers ``b`` (``f = trim = b``; Bulyan,
@@ -68,8 +71,8 @@ ROUNDS = 30
 
 def configuration(rule: str, byzantine: int, attack: str, partition: str, seed: int) -> FederationConfig:
     f = max(byzantine, 1)
-    clipping = {"tau_scale": 1.0, "center": "previous"}
-    params: dict[str, Any] = {
+    clipping: dict[str, Any] = {"tau_scale": 1.0, "center": "previous"}
+    table: dict[str, dict[str, Any]] = {
         "fedavg": {},
         "trimmed_mean": {"trim": f},
         "median": {},
@@ -80,7 +83,8 @@ def configuration(rule: str, byzantine: int, attack: str, partition: str, seed: 
         "nnm+trimmed_mean": {"f": f, "trim": f},
         "nnm+centered_clipping": dict(clipping, f=f),
         "default": clipping,
-    }[rule]
+    }
+    params = table[rule]
     return FederationConfig(
         rule="centered_clipping" if rule == "default" else rule,
         rule_params=params,
@@ -184,7 +188,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
     blocks = [(partition, fraction, rows) for partition, block in summary.items() for fraction, rows in block["fractions"].items()]
     figure, axes = plt.subplots(len(blocks), 1, figsize=(12, 4.2 * len(blocks)), squeeze=False)
-    for axis, (partition, fraction, rows) in zip(axes[:, 0], blocks):
+    for axis, (partition, fraction, rows) in zip(axes[:, 0], blocks, strict=True):
         grid = np.array([[rows[rule]["attacks"][attack]["mean"] for attack in ATTACKS] for rule in rows])
         image = axis.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
         axis.set_xticks(range(len(ATTACKS)), ATTACKS, rotation=35, ha="right")

@@ -4,8 +4,9 @@
     python3 examples/torch_cnn_digits.py [--rounds 20] [--byzantine 3 --attack sign_flip]
 
 Ten members hold Dirichlet(0.5) shards of the 8x8 digits; every round each trains the CNN locally,
-updates are encoded in fixed point and aggregated exactly with reputation-weighted centered
-clipping, and the reputation ledger bans members that keep pulling against the agreed direction
+updates are encoded in fixed point and the protocol's round transition (`compute_round`) aggregates
+them exactly with reputation-weighted centered clipping, adds the aggregate to the int64 model, and
+updates the reputation ledger, which bans members that keep pulling against the agreed direction
 or far outside the round's spread.
 """
 

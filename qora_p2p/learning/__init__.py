@@ -1,9 +1,16 @@
 """The learning workload: numpy models, bundled datasets and their partitions, local training,
-the Byzantine behaviours of the literature, and an in-process federation to run them together."""
+the Byzantine behaviours of the literature, and an in-process federation that runs them together
+through the protocol's round transition."""
 
 from qora_p2p.learning.attacks import ATTACKS, Attack, RoundView, build_attack
 from qora_p2p.learning.data import DATASETS, PARTITIONS, Dataset, load_dataset, partition
-from qora_p2p.learning.federation import FederationConfig, FederationResult, RoundRecord, run_federation
+from qora_p2p.learning.federation import (
+    FederationConfig,
+    FederationResult,
+    RoundRecord,
+    federation_genesis,
+    run_federation,
+)
 from qora_p2p.learning.models import MLP, LogisticRegression, Model, ParameterLayout, build_model
 from qora_p2p.learning.training import Evaluation, LocalTrainer, TrainingConfig, evaluate, train_local
 
@@ -27,6 +34,7 @@ __all__ = [
     "build_attack",
     "build_model",
     "evaluate",
+    "federation_genesis",
     "load_dataset",
     "partition",
     "run_federation",

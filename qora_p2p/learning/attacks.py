@@ -3,8 +3,11 @@
 Theory of operation
 -------------------
 Attackers collude and are omniscient, as in the papers: each round they see every honest update
-before sending theirs (a `RoundView`), and the adaptive ones know the aggregation rule. An attack
-acts at one of two points:
+before sending theirs (a `RoundView`), and the adaptive ones know the aggregation rule as the
+protocol runs it (`qora_p2p.protocol.state.compute_round`): the genesis rule's fixed-point
+parameters, the previous round's aggregate as the centre when the genesis centres on it, and the
+reputation weights of every input when the rule is weighted (`rule_in_force`). An attack acts at
+one of two points:
 
 * **data poisoning** changes the attacker's training data before it trains (label flipping,
   backdoor); its update is then computed honestly from the poisoned data;
@@ -52,8 +55,10 @@ import numpy.typing as npt
 from qora_p2p.aggregation import aggregate
 from qora_p2p.errors import LearningError
 from qora_p2p.fixedpoint import decode, encode
+from qora_p2p.protocol.genesis import Genesis
+from qora_p2p.protocol.state import AgreedState
 
-__all__ = ["ATTACKS", "Attack", "RoundView", "alie_z", "build_attack"]
+__all__ = ["ATTACKS", "Attack", "RoundView", "alie_z", "build_attack", "rule_in_force"]
 
 Updates = npt.NDArray[np.float64]
 POWER_ITERATIONS = 50  # top principal direction of at most a few hundred updates converges well before
@@ -69,9 +74,13 @@ class RoundView:
         honest: (h, P) the round's honest updates.
         own: (b, P) the updates the attackers computed on their own (possibly poisoned) data.
         members: n, attackers included.
-        rule, rule_params: the aggregation in force (adaptive attacks run it).
+        rule, rule_params: the aggregation in force (adaptive attacks run it): fixed-point
+            parameters of `aggregate`, with ``center`` when the rule is centred on the previous
+            aggregate (`rule_in_force`).
         frac_bits: the fixed-point format the updates travel in.
         rng: the attackers' shared random stream.
+        honest_weights, own_weights: the Q16 reputation weights the rule gives each honest row
+            and each forged row, when the rule is weighted; both None otherwise.
     """
 
     honest: Updates
@@ -81,6 +90,33 @@ class RoundView:
     rule_params: Mapping[str, Any]
     frac_bits: int
     rng: np.random.Generator
+    honest_weights: tuple[int, ...] | None = None
+    own_weights: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.honest_weights is None) != (self.own_weights is None):
+            raise LearningError("a round view weighs both its honest and its forged rows, or neither")
+        honest_mismatch = self.honest_weights is not None and len(self.honest_weights) != len(self.honest)
+        if honest_mismatch or (self.own_weights is not None and len(self.own_weights) != len(self.own)):
+            raise LearningError("a round view needs one weight per honest row and one per forged row")
+
+    def rule_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of `aggregate` for the rows ``honest`` followed by the forged
+        updates (one per row of ``own``), weights included."""
+        arguments = dict(self.rule_params)
+        if self.honest_weights is not None and self.own_weights is not None:
+            arguments["weights"] = [*self.honest_weights, *self.own_weights]
+        return arguments
+
+
+def rule_in_force(genesis: Genesis, state: AgreedState) -> dict[str, Any]:
+    """The fixed-point parameters `compute_round` aggregates the round after ``state`` with, the
+    previous aggregate as ``center`` when the genesis centres on it (weights apart: they are per
+    input, see `RoundView`)."""
+    params = genesis.fixed_rule_params()
+    if genesis.centered_on_previous:
+        params["center"] = state.aggregate
+    return params
 
 
 @dataclass(frozen=True)
@@ -176,7 +212,7 @@ class Backdoor(Attack):
     def poison_data(self, features, labels, classes, rng):  # type: ignore[no-untyped-def]
         if not 0 <= self.target < classes:
             raise LearningError(f"backdoor target {self.target} is not a class (0..{classes - 1})")
-        chosen = rng.permutation(labels.size)[: int(round(self.fraction * labels.size))]
+        chosen = rng.permutation(labels.size)[: round(self.fraction * labels.size)]
         features, labels = features.copy(), labels.copy()
         features[chosen] = self.stamp(features[chosen])
         labels[chosen] = self.target
@@ -246,7 +282,7 @@ class Mimic(Attack):
 def _distance_after_aggregation(view: RoundView, forged: Updates) -> float:
     """How far the rule's aggregate of honest + forged updates lands from the honest mean."""
     updates = encode(np.concatenate([view.honest, forged]), view.frac_bits).values
-    result = aggregate(view.rule, updates, **dict(view.rule_params))
+    result = aggregate(view.rule, updates, **view.rule_arguments())
     return float(np.linalg.norm(decode(result.vector, view.frac_bits) - view.honest.mean(axis=0)))
 
 

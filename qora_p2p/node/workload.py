@@ -22,7 +22,7 @@ update needs to be reproducible by other members, only checkable).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,12 +31,13 @@ import numpy.typing as npt
 
 from qora_p2p.errors import ConfigError, LearningError
 from qora_p2p.fixedpoint import encode, to_bytes
-from qora_p2p.learning.attacks import Attack, RoundView, build_attack
+from qora_p2p.learning.attacks import Attack, RoundView, build_attack, rule_in_force
 from qora_p2p.learning.data import PARTITIONS, load_dataset, partition
 from qora_p2p.learning.genesis_model import model_of
 from qora_p2p.learning.synthetic import synthetic_update
 from qora_p2p.learning.training import LocalTrainer, TrainingConfig, evaluate
 from qora_p2p.protocol.genesis import Genesis
+from qora_p2p.protocol.state import AgreedState
 
 __all__ = ["LearningWorkload", "SyntheticWorkload", "Workload", "WorkloadConfig", "build_workload"]
 
@@ -102,24 +103,33 @@ class Workload:
         """This member's own update from the agreed ``model`` (poisoned data included)."""
         raise NotImplementedError
 
-    def forge(self, own: Vector, others: Sequence[bytes], aggregate: npt.NDArray[np.int32]) -> bytes:
+    def forge(self, own: Vector, others: Mapping[int, bytes], state: AgreedState) -> bytes:
         """The payload to sign: ``own`` itself, or the attack's forgery from ``own`` and ``others``
-        (other members' payloads of the round, as received)."""
+        (other members' payloads of the round as received, by sender) against the rule as the
+        protocol runs it after the agreed ``state``: centre and, for a weighted rule, each input's
+        reputation weight (`qora_p2p.learning.attacks.rule_in_force`)."""
         if self.config.attack == "none":
             return self.payload(own)
         dimension = own.size
-        honest = np.stack([np.frombuffer(data, dtype="<i4").astype(np.float64) / self.scale for data in others]) if others else own[None, :]
-        rule_params: dict[str, Any] = self.genesis.fixed_rule_params()
-        if self.genesis.centered_on_previous:
-            rule_params["center"] = aggregate
+        senders = sorted(others)
+        rows = [np.frombuffer(others[sender], dtype="<i4").astype(np.float64) / self.scale for sender in senders]
+        honest = np.stack(rows) if rows else own[None, :]
+        honest_weights = own_weights = None
+        if self.genesis.weighted:
+            assert state.ledger is not None and self.genesis.ledger is not None
+            own_weights = tuple(state.ledger.weights([self.member], self.genesis.ledger)) * self.config.colluders
+            # With nobody else's update in hand the view's one row is our own, at our own weight.
+            honest_weights = tuple(state.ledger.weights(senders, self.genesis.ledger)) if senders else own_weights[:1]
         view = RoundView(
             honest=honest.reshape(-1, dimension),
             own=np.repeat(own[None, :], self.config.colluders, axis=0),
             members=self.genesis.size,
             rule=self.genesis.rule,
-            rule_params=rule_params,
+            rule_params=rule_in_force(self.genesis, state),
             frac_bits=self.genesis.frac_bits,
             rng=self.attack_rng,
+            honest_weights=honest_weights,
+            own_weights=own_weights,
         )
         return self.payload(self.attack.forge(view)[0])
 

@@ -75,6 +75,5 @@ class Forger:
         if self.workload.wants_view and not self.arrived.is_set():
             with trio.move_on_after(self.workload.config.view_wait_ms / 1000):
                 await self.arrived.wait()
-        held = self.seen.get(self.current, {})
-        others = [held[sender] for sender in sorted(held)]
-        return await trio.to_thread.run_sync(self.workload.forge, update, others, state.aggregate)
+        others = dict(self.seen.get(self.current, {}))
+        return await trio.to_thread.run_sync(self.workload.forge, update, others, state)

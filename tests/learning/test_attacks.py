@@ -1,5 +1,6 @@
 """Each Byzantine behaviour produces what its definition says, on synthetic vectors."""
 
+from dataclasses import replace
 from statistics import NormalDist
 
 import numpy as np
@@ -7,8 +8,13 @@ import pytest
 
 from qora_p2p.aggregation import aggregate
 from qora_p2p.errors import LearningError
-from qora_p2p.fixedpoint import decode, encode
-from qora_p2p.learning.attacks import ATTACKS, RoundView, alie_z, build_attack
+from qora_p2p.fixedpoint import decode, encode, to_bytes
+from qora_p2p.identity import Identity
+from qora_p2p.learning.attacks import ATTACKS, Attack, RoundView, alie_z, build_attack
+from qora_p2p.node.workload import SyntheticWorkload, WorkloadConfig
+from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
+from qora_p2p.protocol.ledger import Ledger, Standing
+from qora_p2p.protocol.state import genesis_state
 
 
 def view(honest=None, own=None, rule="median", params=None, members=10):
@@ -99,3 +105,55 @@ def test_every_attack_is_buildable_and_bad_parameters_are_named():
         build_attack("scaling", factor="big")
     with pytest.raises(LearningError, match="'fraction'"):
         build_attack("backdoor", fraction=1.5)
+
+
+def test_adaptive_attacks_run_the_weighted_rule_with_the_views_weights():
+    """With weights in the view, the line search aggregates honest then forged rows with those
+    weights, in that order; a view weighs all its rows or none."""
+    state = view(rule="fedavg")
+    grid = [0.1, 1.0, 3.0]
+    weighted = RoundView(state.honest, state.own, 10, "fedavg", {}, 16, state.rng, (52429,) * 7, (1, 1, 1))
+    forged = build_attack("adaptive_ipm", grid=grid).forge(weighted)
+    candidates = [build_attack("ipm", epsilon=epsilon).forge(weighted) for epsilon in grid]
+    weights = weighted.rule_arguments()["weights"]
+    assert weights == [52429] * 7 + [1, 1, 1]
+
+    def distance(candidate):
+        result = aggregate("fedavg", encode(np.concatenate([state.honest, candidate]), 16).values, weights=weights)
+        return np.linalg.norm(decode(result.vector, 16) - state.honest.mean(axis=0))
+
+    assert np.allclose(forged, max(candidates, key=distance))
+    with pytest.raises(LearningError, match="one weight per"):
+        RoundView(state.honest, state.own, 10, "fedavg", {}, 16, state.rng, (1,) * 6, (1, 1, 1))
+    with pytest.raises(LearningError, match="or neither"):
+        RoundView(state.honest, state.own, 10, "fedavg", {}, 16, state.rng, (1,) * 7, None)
+
+
+def test_a_nodes_attacker_sees_the_rule_the_protocol_runs_after_the_agreed_state():
+    """Workload.forge gives the attack the genesis rule with the previous aggregate as centre and,
+    each held update's reputation weight from the ledger, by its sender."""
+    members = tuple(Member(f"m{k}", Identity.from_seed(bytes([k + 1]) * 32).public_key, "127.0.0.1", 9200 + k) for k in range(4))
+    genesis = Genesis("forge", members, ModelSpec("synthetic", 8), "centered_clipping", {"tau_scale": 1.0, "center": "previous"})
+    start = genesis_state(genesis)
+    ledger = Ledger(tuple(Standing(reputation) for reputation in (65536, 40000, 30000, 65536)))
+    state = replace(start, round=2, aggregate=np.arange(8, dtype=np.int32), ledger=ledger)
+    views = []
+
+    class Spy(Attack):
+        def forge(self, view):
+            views.append(view)
+            return view.own
+
+    workload = SyntheticWorkload(genesis, 2, WorkloadConfig(attack="ipm"))
+    workload.attack = Spy()
+    own = np.ones(8)
+    others = {k: to_bytes(encode(np.full(8, float(k)), 16).values) for k in (0, 1, 3)}
+    assert genesis.ledger is not None
+    workload.forge(own, others, state)
+    workload.forge(own, {k: others[k] for k in (0, 3)}, state)  # not every other member's update held
+    seen, partial = views
+    assert seen.honest_weights == tuple(ledger.weights([0, 1, 3], genesis.ledger))
+    assert partial.honest_weights == tuple(ledger.weights([0, 3], genesis.ledger)), "each held update at its sender's weight"
+    assert seen.own_weights == tuple(ledger.weights([2], genesis.ledger))
+    assert np.array_equal(seen.rule_params["center"], state.aggregate)
+    assert seen.rule_params["tau_scale"] == genesis.fixed_rule_params()["tau_scale"]

@@ -13,6 +13,7 @@ from qora_p2p.errors import ConfigError
 from qora_p2p.identity import Identity
 from qora_p2p.node.workload import SyntheticWorkload, WorkloadConfig, build_workload
 from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
+from qora_p2p.protocol.state import genesis_state
 from qora_p2p.sim import SimConfig, Simulation
 from qora_p2p.testnet.faults import LinkFaults, read_fault_file
 from qora_p2p.testnet.profile import load_profile, parse_profile
@@ -85,10 +86,6 @@ def test_synthetic_workload_matches_the_simulator_and_attacks_forge():
     genesis = simulation.genesis
     honest = SyntheticWorkload(genesis, 2, WorkloadConfig())
     update = honest.train(3, np.zeros(32, dtype=np.int64))
-    assert honest.forge(update, [], genesis_aggregate(genesis)) == simulation._payload(2, 3, None)
+    assert honest.forge(update, {}, genesis_state(genesis)) == simulation._payload(2, 3, None)
     flipping = SyntheticWorkload(genesis, 2, WorkloadConfig(attack="sign_flip"))
-    assert flipping.forge(update, [], genesis_aggregate(genesis)) == simulation._payload(2, 3, "sign_flip")
-
-
-def genesis_aggregate(genesis: Genesis) -> np.ndarray:
-    return np.zeros(genesis.model.dimension, dtype=np.int32)
+    assert flipping.forge(update, {}, genesis_state(genesis)) == simulation._payload(2, 3, "sign_flip")

@@ -41,7 +41,7 @@ class FakeWorkload:
     config: Config = field(default_factory=Config)
     calls: list[tuple[Any, ...]] = field(default_factory=list)
 
-    def forge(self, own: Any, others: list[bytes], state: Any) -> bytes:
+    def forge(self, own: Any, others: dict[int, bytes], state: Any) -> bytes:
         self.calls.append((own, others, state))
         return b"forged"
 
@@ -70,7 +70,7 @@ async def test_a_view_attack_forges_once_n_minus_f_minus_one_others_arrived():
         forger.observe(5, update(5))
     assert result == [b"forged"]
     (_, others, _), = workload.calls
-    assert others == [update(sender).payload for sender in (1, 2, 3, 5)]
+    assert others == {sender: update(sender).payload for sender in (1, 2, 3, 5)}
 
 
 async def test_a_view_attack_forges_at_its_deadline_with_what_it_has(autojump_clock):
@@ -82,7 +82,7 @@ async def test_a_view_attack_forges_at_its_deadline_with_what_it_has(autojump_cl
     started = trio.current_time()
     assert await forger.forge(1, np.zeros(4), STATE) == b"forged"
     assert 2.0 <= trio.current_time() - started < 2.1
-    assert workload.calls[0][1] == [update(1).payload]
+    assert workload.calls[0][1] == {1: update(1).payload}
 
 
 async def test_updates_that_arrive_while_training_or_early_are_kept_and_old_rounds_dropped():
@@ -100,6 +100,6 @@ async def test_updates_that_arrive_while_training_or_early_are_kept_and_old_roun
     next_state = genesis_state(GENESIS).committed(chain)
     forger.begin(2, next_state)
     assert await forger.forge(2, np.zeros(4), next_state) == b"forged"
-    assert workload.calls[0][1] == [update(1, round_number=2, prev_hash=chain).payload]
+    assert workload.calls[0][1] == {1: update(1, round_number=2, prev_hash=chain).payload}
     forger.begin(3, next_state)
     assert all(round_number >= 3 for round_number, _ in forger.seen)
