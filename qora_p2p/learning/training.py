@@ -7,8 +7,8 @@ its own shard, and reports the **model delta** ``local - global`` as its update.
 ``update_momentum`` beta > 0 the member instead reports worker momentum
 ``m_r = beta * m_(r-1) + (1 - beta) * delta_r`` (Karimireddy, He, Jaggi 2021; Allouah et al.
 2023), which averages out sampling noise across rounds and so narrows the honest updates that a
-robust rule must tell apart from attacks. The federation applies the aggregate as
-``global += server_learning_rate * decode(aggregate)``.
+robust rule must tell apart from attacks. The protocol's round transition adds the agreed
+aggregate to the agreed model exactly, in fixed point (`qora_p2p.protocol.state.compute_round`).
 
 Training is float64 numpy and need not be bit-reproducible across machines: only the fixed-point
 encoding of an update is ever agreed on.

@@ -64,20 +64,22 @@ class Dissemination:
 
     def store(self, update: Update, now_ms: int) -> None:
         """Keep a validated update (ours or a peer's); a second one from a sender is evidence."""
+        assert update.sender in self.round.eligible and update.round == self.round.number, "only validated updates are stored"
         held = self.held.setdefault(update.sender, {})
         if len(held) >= UPDATES_PER_SENDER_MAX:
             return
         if held:
             other = next(iter(held.values()))
             self.core.evidence.accept(Evidence(update.sender, other.header(), update.header()), now_ms)
-        held[update.digest] = update
-        self.fetching.pop((update.sender, update.digest), None)
+        digest = update.digest  # a SHA-256 of the payload: taken once
+        held[digest] = update
+        self.fetching.pop((update.sender, digest), None)
         self.fetching.pop((update.sender, NIL), None)
         agreement = self.round.agreement
         if self.ready_ms is None and len(self.held) >= self.core.genesis.inputs_min:
             self.ready_ms = now_ms
             agreement.view0_clock(now_ms)
-        agreement.update_stored(update.sender, update.digest)
+        agreement.update_stored(update.sender, digest)
 
     # ---------------------------------------------------------------------------- announce and fetch
 

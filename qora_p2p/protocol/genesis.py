@@ -332,9 +332,19 @@ class Genesis:
         packed: bytes = msgpack.packb([GENESIS_VERSION, *canonical(self, HASH_ORDER)], use_bin_type=True)
         return packed
 
-    @property
+    @cached_property
     def hash(self) -> bytes:
         return hashlib.sha256(b"qora-p2p/genesis/v1" + self.canonical()).digest()
+
+    @cached_property
+    def text(self) -> str:
+        """The TOML text of this genesis (see `dump_genesis`), written once: every member's store
+        keeps a copy, and a simulation opens one store per member."""
+        header = (
+            "# qora-p2p genesis: must be identical on every member. Its canonical hash binds every\n"
+            "# signature, so nothing signed for another network, model or format is ever valid here."
+        )
+        return write_toml(genesis_document(self), header)
 
 
 assert set(HASH_ORDER) == {item.name for item, _ in settings_of(Genesis)}, "the hash covers every genesis field"
@@ -381,11 +391,7 @@ def genesis_document(genesis: Genesis) -> dict[str, Any]:
 
 def dump_genesis(genesis: Genesis) -> str:
     """The TOML text of a genesis (loading it back gives an equal genesis and the same hash)."""
-    header = (
-        "# qora-p2p genesis: must be identical on every member. Its canonical hash binds every\n"
-        "# signature, so nothing signed for another network, model or format is ever valid here."
-    )
-    return write_toml(genesis_document(genesis), header)
+    return genesis.text
 
 
 # ---------------------------------------------------------------------------------- fragments
