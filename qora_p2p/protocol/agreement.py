@@ -459,21 +459,24 @@ class Agreement:
         if not self.round.closed:
             self.view0_clock(now_ms)
 
-    def deadlines(self, now_ms: int) -> list[int]:
-        """Moments at which `fire_timeouts` or `progress` may have something to do."""
-        timing = self.core.genesis.timing
-        deadlines = list(self.timeouts.values())
+    def earliest(self, deadline: int, now_ms: int) -> int:
+        """``deadline``, or the first moment at which `fire_timeouts` or `progress` may have
+        something to do if that is earlier."""
+        if self.timeouts:
+            deadline = min(deadline, min(self.timeouts.values()))
         if self.view0_waiting:
-            deadlines.append(self._view0_latest())
+            deadline = min(deadline, self._view0_latest())
         if self.consensus.view in self.wanted_views:
             # Moments at which building our proposal may become possible; once past, only new
             # updates (events, not time) can change anything.
-            moments = [self.round.started_ms + timing.round_timeout_ms]
+            timing = self.core.genesis.timing
+            late = self.round.started_ms + timing.round_timeout_ms
+            if late > now_ms:
+                deadline = min(deadline, late)
             ready_ms = self.round.updates.ready_ms
-            if ready_ms is not None:
-                moments.append(ready_ms + timing.collect_timeout_ms)
-            deadlines += [moment for moment in moments if moment > now_ms]
-        return deadlines
+            if ready_ms is not None and ready_ms + timing.collect_timeout_ms > now_ms:
+                deadline = min(deadline, ready_ms + timing.collect_timeout_ms)
+        return deadline
 
     # ---------------------------------------------------------------------------- bounded memory
 

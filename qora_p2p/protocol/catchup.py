@@ -40,8 +40,9 @@ class CatchUp:
         self.deadline = 0  # no new request before this time
         self.pending: int | None = None  # a peer to ask once the deadline passes
 
-    def deadlines(self, now_ms: int) -> list[int]:
-        return [] if self.pending is None else [max(self.deadline, now_ms + 1)]
+    def earliest(self, deadline: int, now_ms: int) -> int:
+        """``deadline``, or the held-back request's moment if that is earlier."""
+        return deadline if self.pending is None else min(deadline, max(self.deadline, now_ms + 1))
 
     def retry(self, now_ms: int) -> None:
         """Send the request the rate limit held back, once allowed."""

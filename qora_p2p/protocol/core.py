@@ -140,6 +140,13 @@ class Round:
     last_progress: tuple[int, Step, int] | None = None  # (view, step, updates) at the last gossip tick
     closed: bool = False  # decided or caught up past: nothing acts on it again
 
+    def release(self) -> None:
+        """Drop the machines of a closed round once nothing runs on it any more: they point back
+        at the round, and without this the whole round (every update and vote it held) would
+        wait for the cycle collector instead of being freed at once."""
+        assert self.closed, "only a closed round is released"
+        del self.updates, self.agreement
+
 
 class Rounds(Enum):
     """Which rounds a message type may concern, and what the core does with the others."""
@@ -192,6 +199,7 @@ class NodeCore:
         self.evidence = EvidencePool(self)
         self.catchup = CatchUp(self, records)
         self.future: list[tuple[int, Message]] = []  # messages of the next round, all peers
+        self.closed_rounds: list[Round] = []  # closed during the current input, released by `drain`
         self.gossip_deadline = now_ms + GOSSIP_INTERVAL_MS
         self.effects: list[Effect] = []
         self.now_ms = now_ms  # time of the latest input
@@ -204,6 +212,8 @@ class NodeCore:
     def drain(self) -> list[Effect]:
         """Effects produced so far, in execution order (the core's invariants are checked first)."""
         self._check_invariants()
+        while self.closed_rounds:  # no input is running: nothing can still act on them
+            self.closed_rounds.pop().release()
         effects, self.effects = self.effects, []
         return effects
 
@@ -219,8 +229,11 @@ class NodeCore:
     def next_deadline(self) -> int:
         """The earliest time `handle_timer` has something to do (always after the last event)."""
         current = self.round
-        deadlines = [self.gossip_deadline, *current.updates.fetching.values(), *self.catchup.deadlines(self.now_ms)]
-        return min(deadlines + current.agreement.deadlines(self.now_ms))
+        deadline = self.gossip_deadline
+        fetching = current.updates.fetching
+        if fetching:
+            deadline = min(deadline, min(fetching.values()))
+        return current.agreement.earliest(self.catchup.earliest(deadline, self.now_ms), self.now_ms)
 
     def submit_update(self, round_number: int, payload: bytes, now_ms: int) -> None:
         """Our trained update for ``round_number`` (ignored if that round is over).
@@ -355,6 +368,7 @@ class NodeCore:
         """Close the current round and open the one after ``state`` (committed or installed)."""
         assert state.round >= self.round.number, "the state only moves forward"
         self.round.closed = True
+        self.closed_rounds.append(self.round)
         self.state = state
         self.signed = {slot: content for slot, content in self.signed.items() if slot[1] > state.round}
         self.evidence.committed(state)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 import msgpack
@@ -211,16 +211,18 @@ class Update(Message):
     sender: int
     payload: bytes
     signature: bytes
+    # SHA-256 of the payload, taken once: the signature covers it, and every member looks updates
+    # up by it several times (a 400 KB payload costs ~0.2 ms to hash).
+    digest: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _int(self.round, "round", 1, ROUND_MAX)
         _bytes(self.prev_hash, "prev_hash", DIGEST_BYTES)
         _int(self.sender, "sender", 0, 2**16)
         _bytes(self.signature, "signature", SIGNATURE_BYTES)
-
-    @property
-    def digest(self) -> bytes:
-        return hashlib.sha256(self.payload).digest()
+        if not isinstance(self.payload, bytes):
+            raise MessageError("payload must be bytes")
+        object.__setattr__(self, "digest", hashlib.sha256(self.payload).digest())
 
     @staticmethod
     def body(round_number: int, prev_hash: bytes, sender: int, digest: bytes) -> bytes:
