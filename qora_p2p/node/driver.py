@@ -179,8 +179,8 @@ class Node:
         self.committed = 0
         self.done = trio.Event()
         self.timing = _Timing()
-        self.logged = 0  # the last round whose round_committed line is out (evaluation runs after commit)
-        self._logged_changed = trio.Event()
+        self.unreported = 0  # committed rounds whose round_committed line waits for their evaluation
+        self._reported = trio.Event()
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Any, ...]](INBOX_EVENTS_MAX)
         self._evaluations_send, self._evaluations = trio.open_memory_channel[tuple[RoundSummary, Commit]](EVALUATIONS_QUEUED_MAX)
         self._clock_origin = 0.0
@@ -211,7 +211,7 @@ class Node:
                 resumed_slots=len(restored.signed),
                 hooks=list(self.hooks.names),
             )
-            self.committed = self.logged = restored.state.round
+            self.committed = restored.state.round
             self.transport = Transport(
                 self.genesis, self.identity, self._deliver, self._connected, limits=self.settings.transport, link_filter=self.hooks.link_filter
             )
@@ -259,8 +259,8 @@ class Node:
 
     async def _finish_when_done(self, nursery: trio.Nursery) -> None:
         await self.done.wait()
-        while self.logged < self.committed:  # the last rounds' lines are still being evaluated
-            await self._logged_changed.wait()
+        while self.unreported:  # the last rounds' lines are still being evaluated
+            await self._reported.wait()
         await trio.sleep(self.settings.linger_s)
         self.log.info("node_finished", rounds=self.committed)
         nursery.cancel_scope.cancel()
@@ -364,6 +364,7 @@ class Node:
         self.timing = _Timing(started=now)
         try:
             self._evaluations_send.send_nowait((summary, commit))
+            self.unreported += 1
         except trio.WouldBlock:
             self._report(summary, commit)  # evaluation is behind: this round's line goes out unscored
         self._check_done()
@@ -374,6 +375,9 @@ class Node:
         async for summary, commit in self._evaluations:
             accuracy = await trio.to_thread.run_sync(self.workload.evaluate, commit.state.model)
             self._report(replace(summary, accuracy=None if accuracy is None else round(accuracy, 4)), commit)
+            self.unreported -= 1
+            self._reported.set()
+            self._reported = trio.Event()
 
     def _report(self, summary: RoundSummary, commit: Commit) -> None:
         ledger = commit.state.ledger
@@ -399,9 +403,6 @@ class Node:
         )
         if self.on_round is not None:
             self.on_round(summary)
-        self.logged = max(self.logged, summary.round)
-        self._logged_changed.set()
-        self._logged_changed = trio.Event()
 
     def _check_done(self) -> None:
         if self.settings.rounds is not None and self.committed >= self.settings.rounds:
