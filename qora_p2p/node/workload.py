@@ -11,9 +11,11 @@ model delta) and, on a test network, forges it with an attack of `qora_p2p.learn
   member derives the same partition from ``(dataset, scheme, seed, n)`` and takes its own index's
   shard, so shards are disjoint without any coordination.
 
-Attacks that forge from the honest updates (ALIE, IPM, mimic, the adaptive ones) see what a real
-attacker sees: the updates this member has received so far in the round (``others``). The node waits
-a bounded time for them (``view_wait_ms``). Attacks that poison data poison the shard once.
+A production node only trains (`train`, then `payload`). On a test network the node's forge hook
+(`qora_p2p.testnet.forging`) calls `forge`: attacks that forge from the honest updates (ALIE, IPM,
+mimic, the adaptive ones) see what a real attacker sees, the updates this member has received so
+far in the round (``others``), for which the hook waits a bounded time (``view_wait_ms``). Attacks
+that poison data poison the shard once, when the workload is built.
 
 `train` and `forge` are CPU work for a worker thread; they keep their own random streams, seeded
 from the member index and the workload seed, and are not part of the agreed state (nothing about an
