@@ -82,10 +82,10 @@ from qora_p2p.protocol.state import (
     AgreedState,
     RoundResult,
     compute_round,
-    eligible_members,
     genesis_state,
 )
 from qora_p2p.schema import dump as dump_settings
+from qora_p2p.sim.checkers import Checkers
 from qora_p2p.sim.faults import FAULT_PROFILES, Fault, Links
 
 __all__ = ["FAULT_PROFILES", "STRATEGIES", "Fault", "Links", "SimConfig", "SimResult", "Simulation", "run_simulation"]
@@ -242,15 +242,13 @@ class _Effects:
             self.node.misbehaviour.sent(data)
 
     def signed_slot(self, effect: SignedSlot) -> None:
-        node, simulation = self.node, self.simulation
+        node = self.node
+        refused = None
         try:
             node.store.sign(effect.slot, effect.content, effect.payload)
         except DoubleSignError as error:
-            simulation.violations.append(f"double signing: member {node.index}'s store refused {effect.slot}: {error}")
-        if node.index not in simulation.byzantine:
-            earlier = simulation.signatures.setdefault((node.index, effect.slot), effect.content)
-            if earlier != effect.content:
-                simulation.violations.append(f"double signing: member {node.index} signed two contents for {effect.slot}")
+            refused = str(error)
+        self.simulation.checkers.signed(node.index, effect.slot, effect.content, refused)
 
     def train(self, effect: Train) -> None:
         simulation = self.simulation
@@ -272,7 +270,7 @@ class _Effects:
             simulation.finished += 1
         node.state = effect.state
         for record in effect.records:
-            simulation._check_agreement(index, record.value.round, record.value.id(simulation.genesis.hash), None)
+            simulation.checkers.agreement(index, record.value.round, record.value.id(simulation.genesis.hash), None)
 
     def event(self, effect: Event) -> None:
         simulation = self.simulation
@@ -313,9 +311,8 @@ class Simulation:
         self.verify_cache: dict[tuple[bytes, bytes, bytes, bytes], bool] = {}
         self.compute_cache: dict[bytes, RoundResult] = {}
         self.encode_cache: dict[int, tuple[Message, bytes]] = {}
-        self.violations: list[str] = []
-        self.commits: dict[int, dict[int, tuple[bytes, bytes, bytes]]] = {}  # round -> member -> (hash, model, ledger)
-        self.signatures: dict[tuple[int, tuple[str, int, int]], bytes] = {}
+        self.checkers = Checkers(self.genesis, self.byzantine)
+        self.violations = self.checkers.violations  # the run stops at the first one
         self.round_stats: dict[int, RoundStats] = {}
         self.messages: Counter[str] = Counter()
         self.bytes_received: dict[int, int] = dict.fromkeys(range(config.nodes), 0)
@@ -426,19 +423,6 @@ class Simulation:
 
     # ------------------------------------------------------------------------ checkers
 
-    def _check_agreement(self, member: int, round_number: int, round_hash: bytes, digests: tuple[bytes, bytes] | None) -> None:
-        if member in self.byzantine:
-            return
-        seen = self.commits.setdefault(round_number, {})
-        for other, (other_hash, model, ledger) in seen.items():
-            if other_hash != round_hash:
-                self.violations.append(f"agreement: round {round_number}: member {member} committed {round_hash.hex()[:16]}, member {other} {other_hash.hex()[:16]}")
-                break
-            if digests is not None and model and (model, ledger) != digests:
-                self.violations.append(f"state equality: round {round_number}: members {member} and {other} differ")
-                break
-        seen[member] = (round_hash, *(digests or (b"", b"")))
-
     def _committed(self, node: _Node, record: Any, state: AgreedState, banned: tuple[int, ...]) -> None:
         index = node.index
         value = record.value
@@ -447,13 +431,8 @@ class Simulation:
         node.state = state
         if index in self.byzantine:
             return
-        eligible = set(eligible_members(self.genesis, previous, value.round))
-        if len(value.inputs) < self.genesis.inputs_min:
-            self.violations.append(f"validity: round {value.round} committed with {len(value.inputs)} inputs")
-        if any(sender not in eligible for sender, _ in value.inputs):
-            self.violations.append(f"validity: round {value.round} includes a banned member")
+        self.checkers.committed(index, previous, record, state)
         round_hash = value.id(self.genesis.hash)
-        self._check_agreement(index, value.round, round_hash, (state.model_digest(), state.ledger_digest()))
         self.commit_times.setdefault(index, []).append((value.round, self.now))
         if state.ledger is not None:
             proven = self.proven_at.setdefault(index, {})
@@ -565,10 +544,7 @@ class Simulation:
         for node in self.nodes:
             node.store.close()
         committed = {node.index: node.state.round for node in self.nodes}
-        if not self.violations:
-            for node in self.nodes:
-                if node.index not in self.byzantine and node.state.round < self.config.rounds:
-                    self.violations.append(f"liveness: member {node.index} committed {node.state.round} of {self.config.rounds} rounds")
+        self.checkers.liveness(committed, self.config.rounds)
         return SimResult(
             self.config,
             committed,
