@@ -211,7 +211,6 @@ class Node:
                 resumed_slots=len(restored.signed),
                 hooks=list(self.hooks.names),
             )
-            self.committed = restored.state.round
             self.transport = Transport(
                 self.genesis, self.identity, self._deliver, self._connected, limits=self.settings.transport, link_filter=self.hooks.link_filter
             )
@@ -295,6 +294,8 @@ class Node:
             _, request, result, seconds = event
             self.timing.compute_s += seconds
             core.computed(request, result, now)
+        else:
+            raise AssertionError(f"unknown inbox event {kind!r}")  # only this class posts to the inbox
 
     # ------------------------------------------------------------------------------- effects out
 
