@@ -97,6 +97,9 @@ class Agreement:
         self.helped: set[tuple[int, int]] = set()  # (peer, view) we sent our view to
         self.pruned_below = 0
         self.my_messages: dict[tuple[str, int], Message] = {}  # for gossip
+        # Precommit signatures of certificates adopted whole (catch-up): a voter's signature for
+        # the certified value is kept even when we hold another precommit of its (an equivocator).
+        self.certified_signatures: dict[tuple[int, bytes], dict[int, bytes]] = {}  # (view, value) -> voter -> signature
 
     def proposer(self, view: int) -> int:
         return self.consensus.proposer(view)
@@ -305,7 +308,7 @@ class Agreement:
         ]
 
     def _decide(self, view: int, value_id: bytes, now_ms: int) -> None:
-        signatures = {}
+        signatures = dict(self.certified_signatures.get((view, value_id), {}))
         for table in (self.votes, self.second_votes):
             for (step, vote_view, voter), vote in table.items():
                 if step is Step.PRECOMMIT and vote_view == view and vote.value_id == value_id:
@@ -441,6 +444,7 @@ class Agreement:
     def adopt_certified(self, record: Record, round_hash: bytes, now_ms: int) -> None:
         """A certified value for our own round: validate it like a proposal, then commit it."""
         self.values.setdefault(round_hash, record.value)
+        self.certified_signatures.setdefault((record.view, round_hash), {}).update(record.certificate)
         for voter, signature in record.certificate:
             vote = Precommit(record.value.round, record.view, round_hash, voter, signature)
             self.votes.setdefault((Step.PRECOMMIT, record.view, voter), vote)
@@ -493,6 +497,7 @@ class Agreement:
             for key in [key for key in table if key[1] < below and key[1] not in keep]:
                 del table[key]
         self.my_messages = {key: m for key, m in self.my_messages.items() if key[1] >= below}
+        self.certified_signatures = {key: held for key, held in self.certified_signatures.items() if key[0] >= below or key[0] in keep}
         self.timeouts = {key: deadline for key, deadline in self.timeouts.items() if key[1] >= below}
         genesis_hash = self.core.genesis_hash
         referenced = {p.value.id(genesis_hash) for p in self.proposals.values()} | set(consensus.certified.values())

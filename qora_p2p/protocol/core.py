@@ -350,6 +350,7 @@ class NodeCore:
     def commit(self, record: Record, value_id: bytes, result: RoundResult, now_ms: int) -> None:
         """The current round decided ``record``'s value: persist it and move on."""
         assert record.value.round == self.round.number and value_id == record.value.id(self.genesis_hash)
+        assert len(record.certificate) >= self.genesis.quorum, "a commit carries a quorum of precommit signatures"
         state = result.state.committed(value_id)
         self.catchup.records.append(record)
         self.emit(Commit(record, state, result))

@@ -5,6 +5,8 @@ Byzantine members do.
   installed by catch-up);
 * **state equality**: honest members that committed a round hold the same model and ledger digests;
 * **validity**: a committed round lists at least ``n - f`` inputs, all from members eligible in it;
+* **certificates**: every record an honest member commits or installs carries a quorum of distinct
+  members' valid precommit signatures (what `qora-node inspect` and every peer it is served to check);
 * **no double signing**: an honest member never signs two contents for one slot, even across
   restarts (every signature is remembered here), and its store never has to refuse one;
 * **liveness** (at the end): every honest member committed every round.
@@ -15,8 +17,11 @@ members; the run stops at the first one, and its seed replays it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from qora_p2p.errors import MessageError, SignatureError
+from qora_p2p.identity import verify
 from qora_p2p.protocol.state import AgreedState, eligible_members
 
 if TYPE_CHECKING:
@@ -28,12 +33,15 @@ if TYPE_CHECKING:
 
 __all__ = ["Checkers"]
 
+Verifier = Callable[[bytes, bytes, bytes, bytes], None]
+
 
 class Checkers:
     """Every check of one simulation; `violations` is what failed, in order."""
 
-    def __init__(self, genesis: Genesis, byzantine: set[int]) -> None:
-        self.genesis, self.byzantine = genesis, byzantine
+    def __init__(self, genesis: Genesis, byzantine: set[int], verifier: Verifier = verify) -> None:
+        self.genesis, self.byzantine, self.verifier = genesis, byzantine, verifier
+        self.keys = [member.public_key for member in genesis.members]
         self.violations: list[str] = []
         self.commits: dict[int, dict[int, tuple[bytes, bytes, bytes]]] = {}  # round -> member -> (hash, model, ledger)
         self.signatures: dict[tuple[int, Slot], bytes] = {}
@@ -57,7 +65,17 @@ class Checkers:
             self.violations.append(f"validity: round {value.round} committed with {len(value.inputs)} inputs")
         if any(sender not in eligible for sender, _ in value.inputs):
             self.violations.append(f"validity: round {value.round} includes a banned member")
+        self.certificate(member, record)
         self.agreement(member, value.round, value.id(self.genesis.hash), (state.model_digest(), state.ledger_digest()))
+
+    def certificate(self, member: int, record: Record) -> None:
+        """A record an honest member persisted must verify as any peer it serves will check it."""
+        if member in self.byzantine:
+            return
+        try:
+            record.verify(self.genesis.hash, self.keys, self.genesis.quorum, self.verifier)
+        except (MessageError, SignatureError) as error:
+            self.violations.append(f"certificate: round {record.value.round}: member {member} stored a record that does not verify: {error}")
 
     def agreement(self, member: int, round_number: int, round_hash: bytes, digests: tuple[bytes, bytes] | None) -> None:
         """A member holds ``round_hash`` for a round (``digests`` of its state, when it computed it)."""

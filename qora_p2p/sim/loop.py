@@ -270,6 +270,7 @@ class _Effects:
             simulation.finished += 1
         node.state = effect.state
         for record in effect.records:
+            simulation.checkers.certificate(index, record)
             simulation.checkers.agreement(index, record.value.round, record.value.id(simulation.genesis.hash), None)
 
     def event(self, effect: Event) -> None:
@@ -311,7 +312,7 @@ class Simulation:
         self.verify_cache: dict[tuple[bytes, bytes, bytes, bytes], bool] = {}
         self.compute_cache: dict[bytes, RoundResult] = {}
         self.encode_cache: dict[int, tuple[Message, bytes]] = {}
-        self.checkers = Checkers(self.genesis, self.byzantine)
+        self.checkers = Checkers(self.genesis, self.byzantine, self._verify)
         self.violations = self.checkers.violations  # the run stops at the first one
         self.round_stats: dict[int, RoundStats] = {}
         self.messages: Counter[str] = Counter()

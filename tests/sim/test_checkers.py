@@ -5,7 +5,7 @@ import hashlib
 
 from qora_p2p.identity import Identity
 from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
-from qora_p2p.protocol.messages import Record, Value
+from qora_p2p.protocol.messages import Precommit, Record, Value
 from qora_p2p.protocol.state import genesis_state
 from qora_p2p.sim.checkers import Checkers
 
@@ -21,9 +21,11 @@ STATE = genesis_state(GENESIS)
 DIGEST = bytes(32)
 
 
-def record(inputs):
+def record(inputs, signers=(0, 1, 2)):
     value = Value(1, STATE.last_hash, tuple((sender, DIGEST) for sender in inputs), (), DIGEST, DIGEST)
-    return Record(value, 0, ())
+    value_id = value.id(GENESIS.hash)
+    certificate = tuple((voter, Precommit.create(IDENTITIES[voter], GENESIS.hash, 1, 0, value_id, voter).signature) for voter in signers)
+    return Record(value, 0, certificate)
 
 
 def test_two_hashes_for_one_round_break_agreement_unless_byzantine():
@@ -73,3 +75,16 @@ def test_an_honest_member_short_of_the_rounds_breaks_liveness_only_when_nothing_
     earlier.violations.append("agreement: round 1: ...")
     earlier.liveness({0: 0}, 5)
     assert earlier.violations == ["agreement: round 1: ..."]
+
+
+def test_a_record_below_quorum_or_with_a_bad_signature_breaks_the_certificate_check():
+    """n = 4: three signers make a quorum; two do not, and neither does a signature over another value."""
+    checkers = Checkers(GENESIS, set())
+    checkers.certificate(0, record([0, 1, 2]))
+    assert checkers.violations == []
+    checkers.certificate(0, record([0, 1, 2], signers=(0, 1)))
+    assert checkers.violations and "certificate: round 1" in checkers.violations[0]
+    good, other = record([0, 1, 2]), record([0, 1, 3])
+    forged = Record(other.value, 0, good.certificate)
+    checkers.certificate(1, forged)
+    assert len(checkers.violations) == 2

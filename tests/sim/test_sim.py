@@ -148,3 +148,13 @@ def test_long_sweep_of_random_configurations():
         if not result.ok:
             failures.append(describe(config, result))
     assert not failures, failures[:5]
+
+
+@pytest.mark.parametrize(("seed", "faults"), [(1016, "lossy"), (1018, "crash"), (1019, "chaos")])
+def test_a_certificate_adopted_over_an_equivocators_nil_keeps_every_signature(seed, faults):
+    """A member that adopts a certified value while holding the conflicting voter's other precommit
+    still commits all the certificate's signatures: every stored record verifies with a quorum
+    (these runs committed records with 2 of 3 signatures before)."""
+    config = SimConfig(nodes=4, byzantine=1, rounds=4, seed=seed, dimension=16, faults=faults, strategy="conflicting_votes")
+    result = run_simulation(config)
+    assert result.ok, describe(config, result)
