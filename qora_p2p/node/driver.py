@@ -39,6 +39,7 @@ import numpy.typing as npt
 import structlog
 import trio
 
+from qora_p2p.errors import QoraError
 from qora_p2p.identity import Identity
 from qora_p2p.node.store import Store
 from qora_p2p.node.transport import LinkFilter, Transport, TransportLimits
@@ -69,7 +70,7 @@ log = structlog.get_logger("qora.node")
 
 INBOX_EVENTS_MAX = 1_024  # decoded messages and results waiting for the core
 EVALUATIONS_QUEUED_MAX = 8  # committed models waiting to be scored; past it a round's line has no accuracy
-LOGGED_EVENTS = frozenset({"resumed", "equivocation", "invalid_value", "cannot_repropose", "refused_double_sign"})
+LOGGED_EVENTS = frozenset({"resumed", "equivocation", "invalid_value", "build_failed", "cannot_repropose", "refused_double_sign"})
 REPUTATIONS_LOGGED_MAX = 64  # members whose reputations go into the round line (larger networks: none)
 
 
@@ -293,7 +294,11 @@ class Node:
         elif kind == "computed":
             _, request, result, seconds = event
             self.timing.compute_s += seconds
-            core.computed(request, result, now)
+            if isinstance(result, QoraError):
+                self.log.warning("compute_failed", request=request, error=str(result))
+                core.compute_failed(request, str(result), now)
+            else:
+                core.computed(request, result, now)
         else:
             raise AssertionError(f"unknown inbox event {kind!r}")  # only this class posts to the inbox
 
@@ -332,9 +337,13 @@ class Node:
         await self._inbox_send.send(("trained", effect.round, payload))
 
     async def _compute(self, effect: Compute) -> None:
-        def work() -> tuple[RoundResult, float]:
+        def work() -> tuple[RoundResult | QoraError, float]:
             started = time.perf_counter()
-            result = compute_round(self.genesis, effect.state, effect.senders, effect.payloads, effect.culprits)
+            result: RoundResult | QoraError
+            try:
+                result = compute_round(self.genesis, effect.state, effect.senders, effect.payloads, effect.culprits)
+            except QoraError as error:  # inputs the transition refuses: an invalid value, never a crash
+                result = error
             return result, time.perf_counter() - started
 
         result, seconds = await trio.to_thread.run_sync(work)

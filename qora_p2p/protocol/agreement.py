@@ -369,6 +369,20 @@ class Agreement:
             self.core.event("invalid_value", value=value_id.hex()[:16], reason="its model or ledger digest is wrong")
         self.run(self.consensus.on_validity(value_id, valid), now_ms)
 
+    def compute_failed(self, request: int, reason: str, now_ms: int) -> None:
+        """The round transition refused a request's inputs. A value to validate is invalid; a value
+        we were building is not proposed (the view's timeout moves consensus on)."""
+        build = self.building.pop(request, None)
+        if build is not None:
+            self.core.event("build_failed", view=build.view, reason=reason)
+            return
+        value_id = self.validating.pop(request, None)
+        if value_id is None:
+            return
+        self.validations[value_id].verdict = False
+        self.core.event("invalid_value", value=value_id.hex()[:16], reason=f"the round transition refused it: {reason}")
+        self.run(self.consensus.on_validity(value_id, False), now_ms)
+
     def _proposal_built(self, build: _Build, result: RoundResult, now_ms: int) -> None:
         core = self.core
         value = Value(self.round.number, core.state.last_hash, build.inputs, build.evidence, result.model_digest, result.ledger_digest)

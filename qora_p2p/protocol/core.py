@@ -59,7 +59,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from qora_p2p.errors import LocalProtocolError, MessageError, SignatureError
+from qora_p2p.errors import FixedPointError, LocalProtocolError, MessageError, SignatureError
+from qora_p2p.fixedpoint import from_bytes
 from qora_p2p.identity import Identity, verify
 from qora_p2p.protocol.agreement import Agreement
 from qora_p2p.protocol.catchup import CatchUp
@@ -245,8 +246,10 @@ class NodeCore:
         current = self.round
         if round_number != current.number or current.updates.own is not None:
             return
-        if len(payload) != self.limits.payload_bytes:
-            raise LocalProtocolError(f"update payload must be {self.limits.payload_bytes} bytes, got {len(payload)}")
+        try:
+            from_bytes(payload, self.genesis.model.dimension)
+        except FixedPointError as error:
+            raise LocalProtocolError(f"our own update payload is not a fixed-point vector: {error}") from error
         update = Update.create(self.identity, self.genesis_hash, round_number, self.state.last_hash, self.me, payload)
         if not self.sign_slot(("update", round_number, 0), update.digest, payload):
             return
@@ -259,6 +262,11 @@ class NodeCore:
         """The result of `Compute` request ``request`` (stale requests of a finished round are ignored)."""
         self.now_ms = max(self.now_ms, now_ms)
         self.round.agreement.computed(request, result, now_ms)
+
+    def compute_failed(self, request: int, reason: str, now_ms: int) -> None:
+        """`compute_round` refused request ``request``'s inputs: the value is invalid (never a crash)."""
+        self.now_ms = max(self.now_ms, now_ms)
+        self.round.agreement.compute_failed(request, reason, now_ms)
 
     def handle_timer(self, now_ms: int) -> None:
         """Fire everything due at ``now_ms``."""

@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 One `Dissemination` lives as long as its round. Every member broadcasts its own signed update;
 an update is stored only after it validates (on our chain, from a member eligible this round, not
-already held, correct signature; size and encoding were checked by the codec). Two valid updates
+already held, a payload the fixed-point decoder accepts, correct signature; size and encoding were
+checked by the codec). A validly signed payload that `compute_round` would refuse (int32 -2^31)
+is the sender's fault, penalised at admission, never a failure of every value listing it. Two valid updates
 from one sender are equivocation evidence (`qora_p2p.protocol.evidence`); at most
 `UPDATES_PER_SENDER_MAX` are kept per sender.
 
@@ -22,7 +24,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qora_p2p.errors import MessageError
+from qora_p2p.errors import FixedPointError, MessageError
+from qora_p2p.fixedpoint import from_bytes
 from qora_p2p.protocol.effects import Send
 from qora_p2p.protocol.limits import FETCH_RETRY_MS, UPDATES_PER_SENDER_MAX
 from qora_p2p.protocol.messages import NIL, Announce, Evidence, Fetch, Update, domain
@@ -59,6 +62,10 @@ class Dissemination:
             raise MessageError(f"member {update.sender} may not contribute to round {update.round}")
         if update.digest in self.held.get(update.sender, {}):
             return
+        try:
+            from_bytes(update.payload, core.genesis.model.dimension)  # what compute_round will decode
+        except FixedPointError as error:
+            raise MessageError(f"update payload: {error}") from error
         core.verifier(core.keys[update.sender], domain(core.genesis_hash, Update.KIND), update.header().body, update.signature)
         self.store(update, now_ms)
 

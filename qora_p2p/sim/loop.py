@@ -310,7 +310,7 @@ class Simulation:
         self.trace = hashlib.sha256(f"qora-sim/{config}".encode())
         self.decode_cache: dict[bytes, Message] = {}
         self.verify_cache: dict[tuple[bytes, bytes, bytes, bytes], bool] = {}
-        self.compute_cache: dict[bytes, RoundResult] = {}
+        self.compute_cache: dict[bytes, RoundResult | QoraError] = {}
         self.encode_cache: dict[int, tuple[Message, bytes]] = {}
         self.checkers = Checkers(self.genesis, self.byzantine, self._verify)
         self.violations = self.checkers.violations  # the run stops at the first one
@@ -397,7 +397,8 @@ class Simulation:
     def _effect(self, node: _Node, effect: Effect) -> None:
         execute(effect, node.effects)
 
-    def _compute(self, effect: Compute) -> RoundResult:
+    def _compute(self, effect: Compute) -> RoundResult | QoraError:
+        """The round transition on the effect's inputs, or the error it refused them with."""
         key = hashlib.sha256()
         key.update(effect.state.last_hash + effect.state.model_digest() + effect.state.ledger_digest())
         for sender, payload in zip(effect.senders, effect.payloads, strict=True):
@@ -406,7 +407,10 @@ class Simulation:
         digest = key.digest()
         result = self.compute_cache.get(digest)
         if result is None:
-            result = compute_round(self.genesis, effect.state, effect.senders, effect.payloads, effect.culprits)
+            try:
+                result = compute_round(self.genesis, effect.state, effect.senders, effect.payloads, effect.culprits)
+            except QoraError as error:
+                result = error
             if len(self.compute_cache) >= COMPUTE_CACHE_MAX:
                 self.compute_cache.clear()
             self.compute_cache[digest] = result
@@ -455,7 +459,7 @@ class Simulation:
 
     # ------------------------------------------------------------------------ the loop
 
-    def _handle(self, kind: str, payload: Any) -> None:
+    def _handle(self, kind: str, payload: Any) -> None:  # noqa: PLR0912 (one branch per event kind)
         if kind == "fault":
             self._fault(payload)
             return
@@ -491,7 +495,10 @@ class Simulation:
             node.core.submit_update(round_number, self._payload(index, round_number, node.strategy), self.now)
         elif kind == "computed":
             _, request, result = payload
-            node.core.computed(request, result, self.now)
+            if isinstance(result, QoraError):
+                node.core.compute_failed(request, str(result), self.now)
+            else:
+                node.core.computed(request, result, self.now)
         self._run_effects(node)
 
     def _fault(self, fault: Fault) -> None:

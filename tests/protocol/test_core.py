@@ -10,9 +10,9 @@ from qora_p2p.errors import LocalProtocolError
 from qora_p2p.identity import Identity
 from qora_p2p.protocol import core as core_module
 from qora_p2p.protocol.core import ADMISSION, NodeCore
-from qora_p2p.protocol.effects import Broadcast, Penalize, SignedSlot, Train
+from qora_p2p.protocol.effects import Broadcast, Compute, Event, Penalize, SignedSlot, Train
 from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
-from qora_p2p.protocol.messages import MESSAGE_TYPES, NIL, Message, Precommit, Prevote, Update
+from qora_p2p.protocol.messages import MESSAGE_TYPES, NIL, Message, Precommit, Prevote, Proposal, Update, Value
 from qora_p2p.protocol.state import genesis_state
 
 IDENTITIES = [Identity.from_seed(hashlib.sha256(f"core-test-{i}".encode()).digest()) for i in range(4)]
@@ -124,3 +124,40 @@ def test_a_message_type_without_a_handler_is_a_local_error_not_the_peers_fault()
 def test_every_decodable_message_type_is_admitted():
     """The admission table covers exactly the codec's message types."""
     assert set(ADMISSION) == set(MESSAGE_TYPES)
+
+
+def signed_update(sender: int, payload: bytes, node: NodeCore) -> Update:
+    return Update.create(IDENTITIES[sender], GENESIS.hash, 1, node.state.last_hash, sender, payload)
+
+
+def test_a_signed_update_the_decoder_refuses_is_the_senders_fault_at_admission():
+    """int32 -2**31 (which encode never produces) in a validly signed update: the sender is
+    penalised and the update is never held, so no value can list it (before, every member that
+    validated such a value crashed in compute_round)."""
+    node = fresh(me=2)
+    node.drain()
+    refused = (-(2**31)).to_bytes(4, "little", signed=True) + bytes(12)
+    node.receive(0, signed_update(0, refused, node), 1)
+    effects = node.drain()
+    assert any(isinstance(effect, Penalize) and effect.peer == 0 and "-2**31" in effect.reason for effect in effects)
+    assert 0 not in node.round.updates.held
+    node.receive(1, signed_update(1, bytes(16), node), 2)
+    assert 1 in node.round.updates.held, "a decodable update is still admitted"
+
+
+def test_a_value_the_round_transition_refuses_is_invalid_not_a_crash():
+    """When compute_round refuses a proposed value's inputs, the driver reports it and the core
+    treats the value as invalid: an invalid_value event and a nil prevote."""
+    node = fresh(me=2)
+    node.drain()
+    updates = [signed_update(sender, bytes([sender]) * 16, node) for sender in (0, 1, 3)]
+    for update in updates:
+        node.receive(update.sender, update, 1)
+    value = Value(1, node.state.last_hash, tuple((update.sender, update.digest) for update in updates), (), bytes(32), bytes(32))
+    node.receive(1, Proposal.create(IDENTITIES[1], GENESIS.hash, 0, -1, 1, value), 2)  # member 1 proposes view 0 of round 1
+    (compute,) = [effect for effect in node.drain() if isinstance(effect, Compute)]
+    node.compute_failed(compute.request, "refused", 3)
+    effects = node.drain()
+    assert any(isinstance(effect, Event) and effect.kind == "invalid_value" and "refused" in effect.fields["reason"] for effect in effects)
+    prevotes = [effect.message for effect in effects if isinstance(effect, Broadcast) and isinstance(effect.message, Prevote)]
+    assert [vote.value_id for vote in prevotes] == [NIL]
