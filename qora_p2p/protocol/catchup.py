@@ -6,9 +6,11 @@ A member learns it is behind from a peer's `Hello`, a record, or a message of a 
 then asks one peer at a time (`SyncRequest`, at most one per `SYNC_RETRY_MS`; a request refused by
 that limit is remembered and sent once allowed) for certified records from its round on and, when
 the peer's state is at the last of them, a snapshot of that state. A response is installed only if
-its last record's certificate verifies and the snapshot's digests match that record; records of
-our own round whose certificate is in hand are adopted through agreement (validated like a
-proposal). A peer still in an earlier round is sent, once, the record that ended it.
+its last record's certificate verifies, every earlier record is the predecessor of the next
+(consecutive rounds, each round hash the next one's ``prev_hash``, the first linked to our own
+chain), and the snapshot's digests match the last record; records of our own round whose
+certificate is in hand are adopted through agreement (validated like a proposal). Only responses
+from a peer we asked, within `SYNC_RESPONSE_WAIT_MS`, are read, one per request. A peer still in an earlier round is sent, once, the record that ended it.
 
 The `CatchUp` keeps the newest `RECORDS_WINDOW` committed records in memory to serve others.
 """
@@ -17,11 +19,17 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from qora_p2p.errors import MessageError
 from qora_p2p.protocol.effects import Installed, Send
-from qora_p2p.protocol.limits import MESSAGES_PER_PEER_PER_ROUND_MAX, RECORDS_WINDOW, SYNC_RETRY_MS
+from qora_p2p.protocol.limits import (
+    MESSAGES_PER_PEER_PER_ROUND_MAX,
+    RECORDS_WINDOW,
+    SYNC_RESPONSE_WAIT_MS,
+    SYNC_RETRY_MS,
+)
 from qora_p2p.protocol.messages import SYNC_RECORDS_MAX, Record, StateSnapshot, SyncRequest, SyncResponse
 from qora_p2p.protocol.state import snapshot_bytes, state_from_snapshot
 
@@ -39,6 +47,7 @@ class CatchUp:
         self.records: deque[Record] = deque(records, maxlen=RECORDS_WINDOW)
         self.deadline = 0  # no new request before this time
         self.pending: int | None = None  # a peer to ask once the deadline passes
+        self.asked: dict[int, int] = {}  # peer -> when we asked it; only their responses are read
 
     def earliest(self, deadline: int, now_ms: int) -> int:
         """``deadline``, or the held-back request's moment if that is earlier."""
@@ -56,7 +65,16 @@ class CatchUp:
             return
         self.pending = None
         self.deadline = now_ms + SYNC_RETRY_MS
+        self.asked = {asked: at for asked, at in self.asked.items() if at + SYNC_RESPONSE_WAIT_MS > now_ms}
+        self.asked[peer] = now_ms
         self.core.emit(Send(peer, SyncRequest(self.core.round.number, SYNC_RECORDS_MAX, True)))
+
+    def on_response(self, peer: int, response: SyncResponse, now_ms: int) -> None:
+        """A peer's answer to our request; an answer nobody asked for (or a second one) is ignored."""
+        asked = self.asked.pop(peer, None)
+        if asked is None or asked + SYNC_RESPONSE_WAIT_MS <= now_ms:
+            return
+        self.install(peer, response, now_ms)
 
     def help_behind(self, peer: int, round_number: int) -> None:
         """A peer is still in an earlier round: send it the record that ends that round (once)."""
@@ -101,6 +119,14 @@ class CatchUp:
         records = sorted(response.records, key=lambda record: record.value.round)
         if not records:
             return
+        # Only the last record's certificate is checked below; every earlier one must be the
+        # predecessor of the next (its round hash is the next one's prev_hash), so the certificate
+        # vouches for the whole batch.
+        for earlier, later in pairwise(records):
+            if later.value.round != earlier.value.round + 1:
+                raise MessageError(f"sync records are not consecutive rounds ({earlier.value.round}, {later.value.round})")
+            if later.value.prev_hash != earlier.value.id(core.genesis_hash):
+                raise MessageError(f"sync record of round {later.value.round} does not link to round {earlier.value.round}")
         last = records[-1]
         if last.value.round < core.round.number:
             return
@@ -121,6 +147,9 @@ class CatchUp:
         if state.model_digest() != last.value.model_digest or state.ledger_digest() != last.value.ledger_digest:
             raise MessageError("snapshot does not match the certified round")
         contiguous = [record for record in records if record.value.round > core.state.round]
+        first = contiguous[0].value
+        if first.round == core.state.round + 1 and first.prev_hash != core.state.last_hash:
+            raise MessageError(f"sync record of round {first.round} does not link to our round {core.state.round}")
         self.records.extend(contiguous)
         core.emit(Installed(tuple(contiguous), state))
         core.event("caught_up", from_round=core.round.number, to_round=state.round, peer=peer)

@@ -446,7 +446,7 @@ class NodeCore:
         self.catchup.serve(peer, request)
 
     def _on_sync_response(self, peer: int, response: SyncResponse, now_ms: int) -> None:
-        self.catchup.install(peer, response, now_ms)
+        self.catchup.on_response(peer, response, now_ms)
 
     def _on_record(self, peer: int, record: Record, now_ms: int) -> None:
         self.catchup.on_record(peer, record, now_ms)

@@ -17,6 +17,7 @@ __all__ = [
     "GOSSIP_INTERVAL_MS",
     "MESSAGES_PER_PEER_PER_ROUND_MAX",
     "RECORDS_WINDOW",
+    "SYNC_RESPONSE_WAIT_MS",
     "SYNC_RETRY_MS",
     "UPDATES_PER_SENDER_MAX",
     "VIEWS_AHEAD_MAX",
@@ -33,6 +34,7 @@ MESSAGES_PER_PEER_PER_ROUND_MAX = 4096  # gossip repeats a few messages per inte
 FUTURE_MESSAGES_MAX = 4 * 1024  # messages buffered for the next round, all peers together
 FETCH_RETRY_MS = 500  # ask another holder if a fetched update has not arrived by then
 SYNC_RETRY_MS = 1_000  # one catch-up request in flight; a new one after this long
+SYNC_RESPONSE_WAIT_MS = 30_000  # a sync response later than this after our request is not read
 GOSSIP_INTERVAL_MS = 1_000  # a round stuck this long re-announces holdings and re-sends our votes
 
 assert UPDATES_PER_SENDER_MAX == 2, "two updates prove equivocation; the evidence code pairs exactly two"
@@ -40,3 +42,4 @@ assert RECORDS_WINDOW >= SYNC_RECORDS_MAX, "a full sync response must fit in the
 assert VIEWS_KEPT >= 2, "the current and the previous view's messages are needed to help laggards"
 assert FETCH_ITEMS_MAX >= 1
 assert SYNC_RETRY_MS >= FETCH_RETRY_MS, "catch-up is the slower, heavier fallback of fetching"
+assert SYNC_RESPONSE_WAIT_MS > SYNC_RETRY_MS, "a response may arrive after the next request is allowed"

@@ -10,10 +10,24 @@ from qora_p2p.errors import LocalProtocolError
 from qora_p2p.identity import Identity
 from qora_p2p.protocol import core as core_module
 from qora_p2p.protocol.core import ADMISSION, NodeCore
-from qora_p2p.protocol.effects import Broadcast, Compute, Event, Penalize, SignedSlot, Train
+from qora_p2p.protocol.effects import Broadcast, Compute, Event, Installed, Penalize, Send, SignedSlot, Train
 from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
-from qora_p2p.protocol.messages import MESSAGE_TYPES, NIL, Message, Precommit, Prevote, Proposal, Update, Value
-from qora_p2p.protocol.state import genesis_state
+from qora_p2p.protocol.messages import (
+    MESSAGE_TYPES,
+    NIL,
+    Hello,
+    Message,
+    Precommit,
+    Prevote,
+    Proposal,
+    Record,
+    StateSnapshot,
+    SyncRequest,
+    SyncResponse,
+    Update,
+    Value,
+)
+from qora_p2p.protocol.state import compute_round, genesis_state, snapshot_bytes
 
 IDENTITIES = [Identity.from_seed(hashlib.sha256(f"core-test-{i}".encode()).digest()) for i in range(4)]
 GENESIS = Genesis(
@@ -161,3 +175,39 @@ def test_a_value_the_round_transition_refuses_is_invalid_not_a_crash():
     assert any(isinstance(effect, Event) and effect.kind == "invalid_value" and "refused" in effect.fields["reason"] for effect in effects)
     prevotes = [effect.message for effect in effects if isinstance(effect, Broadcast) and isinstance(effect.message, Prevote)]
     assert [vote.value_id for vote in prevotes] == [NIL]
+
+
+def certified(previous, round_number, payload_byte=0):
+    """A round on top of ``previous``, its record certified by members 0-2, and the state after it."""
+    payloads = [bytes([payload_byte + sender]) * 16 for sender in (0, 1, 2)]
+    result = compute_round(GENESIS, previous, [0, 1, 2], payloads)
+    inputs = tuple((sender, hashlib.sha256(payload).digest()) for sender, payload in zip((0, 1, 2), payloads, strict=True))
+    value = Value(round_number, previous.last_hash, inputs, (), result.model_digest, result.ledger_digest)
+    value_id = value.id(GENESIS.hash)
+    certificate = tuple((voter, Precommit.create(IDENTITIES[voter], GENESIS.hash, round_number, 0, value_id, voter).signature) for voter in (0, 1, 2))
+    return Record(value, 0, certificate), result.state.committed(value_id)
+
+
+def test_catch_up_reads_only_asked_for_linked_history():
+    """Forged history through catch-up is refused: an unsolicited response is ignored; a response
+    whose earlier record does not link to the certified last one is penalised and installs nothing;
+    the genuine chain, asked for, installs."""
+    first, after_first = certified(genesis_state(GENESIS), 1)
+    second, after_second = certified(after_first, 2)
+    forged_first, _ = certified(genesis_state(GENESIS), 1, payload_byte=9)
+    snapshot = StateSnapshot(2, *snapshot_bytes(after_second))
+    node = fresh(me=3)
+    node.drain()
+    node.receive(1, SyncResponse((first, second), snapshot), 1)
+    assert not any(isinstance(effect, Installed) for effect in node.drain()), "nobody asked for it"
+    node.receive(1, Hello(1, 3, bytes(32)), 2)  # peer 1 says it is past us: we ask it
+    assert any(isinstance(effect, Send) and isinstance(effect.message, SyncRequest) for effect in node.drain())
+    node.receive(1, SyncResponse((forged_first, second), snapshot), 3)
+    effects = node.drain()
+    assert not any(isinstance(effect, Installed) for effect in effects)
+    assert any(isinstance(effect, Penalize) and "does not link" in effect.reason for effect in effects)
+    node.receive(1, Hello(1, 3, bytes(32)), 2_000)
+    node.drain()
+    node.receive(1, SyncResponse((first, second), snapshot), 2_001)
+    (installed,) = [effect for effect in node.drain() if isinstance(effect, Installed)]
+    assert [record.value.round for record in installed.records] == [1, 2] and installed.state.round == 2
