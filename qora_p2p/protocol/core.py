@@ -83,6 +83,8 @@ from qora_p2p.protocol.genesis import Genesis
 from qora_p2p.protocol.limits import (
     EVIDENCE_POOL_MAX,
     FUTURE_MESSAGES_MAX,
+    FUTURE_MESSAGES_PER_PEER_MAX,
+    FUTURE_UPDATES_PER_PEER_MAX,
     GOSSIP_INTERVAL_MS,
     MESSAGES_PER_PEER_PER_ROUND_MAX,
     VIEWS_KEPT,
@@ -200,6 +202,7 @@ class NodeCore:
         self.evidence = EvidencePool(self)
         self.catchup = CatchUp(self, records)
         self.future: list[tuple[int, Message]] = []  # messages of the next round, all peers
+        self.future_from: dict[int, tuple[int, int]] = {}  # peer -> (messages, updates) buffered
         self.closed_rounds: list[Round] = []  # closed during the current input, released by `drain`
         self.gossip_deadline = now_ms + GOSSIP_INTERVAL_MS
         self.effects: list[Effect] = []
@@ -225,6 +228,7 @@ class NodeCore:
         assert not current.closed, "the current round is open"
         assert current.number == self.state.round + 1, "the round in progress follows the committed state"
         assert len(self.future) <= FUTURE_MESSAGES_MAX, "the next round's buffer is bounded"
+        assert sum(count for count, _ in self.future_from.values()) == len(self.future), "per-peer counts match"
         assert len(self.evidence.pending) <= EVIDENCE_POOL_MAX, "the evidence pool is bounded"
 
     def next_deadline(self) -> int:
@@ -406,7 +410,7 @@ class NodeCore:
                 current.updates.store(update, now_ms)
         if current.updates.own is None and slot not in self.signed and self.me in current.eligible:
             self.emit(Train(current.number, self.state.model))
-        buffered, self.future = self.future, []
+        buffered, self.future, self.future_from = self.future, [], {}
         for peer, message in buffered:
             self.receive(peer, message, now_ms)
         self.round.agreement.progress(now_ms)
@@ -429,12 +433,25 @@ class NodeCore:
             self.catchup.help_behind(peer, round_number)
             return False
         if round_number > current.number:
-            if round_number == current.number + 1 and len(self.future) < FUTURE_MESSAGES_MAX:
-                self.future.append((peer, message))
+            if round_number == current.number + 1:
+                self._buffer_next_round(peer, message)
             if round_number > current.number + 1 or rounds is Rounds.CURRENT_VOTING:
                 self.catchup.request(peer, now_ms)
             return False
         return True
+
+    def _buffer_next_round(self, peer: int, message: Message) -> None:
+        """Keep a message of the next round for when we get there, within per-peer bounds: one
+        member cannot fill the buffer (in count, or in bytes with full-size updates) and crowd out
+        the honest members' messages."""
+        messages, updates = self.future_from.get(peer, (0, 0))
+        is_update = isinstance(message, Update)
+        if messages >= FUTURE_MESSAGES_PER_PEER_MAX or (is_update and updates >= FUTURE_UPDATES_PER_PEER_MAX):
+            return
+        if len(self.future) >= FUTURE_MESSAGES_MAX:
+            return
+        self.future.append((peer, message))
+        self.future_from[peer] = (messages + 1, updates + is_update)
 
     def _on_hello(self, peer: int, hello: Hello, now_ms: int) -> None:
         if hello.round > self.round.number:

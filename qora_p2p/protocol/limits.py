@@ -14,6 +14,8 @@ __all__ = [
     "EVIDENCE_POOL_MAX",
     "FETCH_RETRY_MS",
     "FUTURE_MESSAGES_MAX",
+    "FUTURE_MESSAGES_PER_PEER_MAX",
+    "FUTURE_UPDATES_PER_PEER_MAX",
     "GOSSIP_INTERVAL_MS",
     "MESSAGES_PER_PEER_PER_ROUND_MAX",
     "RECORDS_WINDOW",
@@ -32,12 +34,18 @@ EVIDENCE_BROADCASTS_PER_ROUND = 2  # proofs we detected ourselves and announce; 
 RECORDS_WINDOW = 256  # committed records kept in memory to serve catch-up
 MESSAGES_PER_PEER_PER_ROUND_MAX = 4096  # gossip repeats a few messages per interval; far below this
 FUTURE_MESSAGES_MAX = 4 * 1024  # messages buffered for the next round, all peers together
+# Per peer, for the next round: its update (two if it equivocates), announcements, and its
+# proposal and votes of the first views; a peer further ahead makes us catch up instead.
+FUTURE_MESSAGES_PER_PEER_MAX = 64
+FUTURE_UPDATES_PER_PEER_MAX = 2  # full-size messages: bytes buffered per peer <= 2 updates + small ones
 FETCH_RETRY_MS = 500  # ask another holder if a fetched update has not arrived by then
 SYNC_RETRY_MS = 1_000  # one catch-up request in flight; a new one after this long
 SYNC_RESPONSE_WAIT_MS = 30_000  # a sync response later than this after our request is not read
 GOSSIP_INTERVAL_MS = 1_000  # a round stuck this long re-announces holdings and re-sends our votes
 
 assert UPDATES_PER_SENDER_MAX == 2, "two updates prove equivocation; the evidence code pairs exactly two"
+assert FUTURE_UPDATES_PER_PEER_MAX <= UPDATES_PER_SENDER_MAX, "no more of a peer's updates than a round keeps"
+assert FUTURE_UPDATES_PER_PEER_MAX < FUTURE_MESSAGES_PER_PEER_MAX < FUTURE_MESSAGES_MAX
 assert RECORDS_WINDOW >= SYNC_RECORDS_MAX, "a full sync response must fit in the records we keep"
 assert VIEWS_KEPT >= 2, "the current and the previous view's messages are needed to help laggards"
 assert FETCH_ITEMS_MAX >= 1

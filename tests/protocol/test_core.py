@@ -9,6 +9,7 @@ import pytest
 from qora_p2p.errors import LocalProtocolError
 from qora_p2p.identity import Identity
 from qora_p2p.protocol import core as core_module
+from qora_p2p.protocol import limits
 from qora_p2p.protocol.core import ADMISSION, NodeCore
 from qora_p2p.protocol.effects import Broadcast, Compute, Event, Installed, Penalize, Send, SignedSlot, Train
 from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
@@ -211,3 +212,20 @@ def test_catch_up_reads_only_asked_for_linked_history():
     node.receive(1, SyncResponse((first, second), snapshot), 2_001)
     (installed,) = [effect for effect in node.drain() if isinstance(effect, Installed)]
     assert [record.value.round for record in installed.records] == [1, 2] and installed.state.round == 2
+
+
+def test_one_member_cannot_fill_the_next_rounds_buffer():
+    """A member flooding next-round updates and votes gets at most its per-peer share buffered
+    (two updates, 64 messages), and another member's next-round message still finds room."""
+    node = fresh(me=1)
+    node.drain()
+    chain = bytes(32)
+    for index in range(3000):
+        node.receive(0, Update.create(IDENTITIES[0], GENESIS.hash, 2, chain, 0, index.to_bytes(16, "little")), 1)
+        node.receive(0, Prevote.create(IDENTITIES[0], GENESIS.hash, 2, index, NIL, 0), 1)
+    from_flooder = [message for peer, message in node.future if peer == 0]
+    assert len(from_flooder) == limits.FUTURE_MESSAGES_PER_PEER_MAX
+    assert sum(isinstance(message, Update) for message in from_flooder) == limits.FUTURE_UPDATES_PER_PEER_MAX
+    honest = Update.create(IDENTITIES[2], GENESIS.hash, 2, chain, 2, bytes(16))
+    node.receive(2, honest, 2)
+    assert (2, honest) in node.future
