@@ -45,7 +45,7 @@ from qora_p2p.protocol.consensus import (
     Vote,
 )
 from qora_p2p.protocol.effects import Broadcast, Send
-from qora_p2p.protocol.limits import MESSAGES_PER_PEER_PER_ROUND_MAX, VIEWS_AHEAD_MAX, VIEWS_KEPT
+from qora_p2p.protocol.limits import HELPED_PER_ROUND_MAX, VIEWS_AHEAD_MAX, VIEWS_KEPT
 from qora_p2p.protocol.messages import NIL, Evidence, Message, Precommit, Prevote, Proposal, Record, Value, domain
 from qora_p2p.protocol.state import RoundResult
 
@@ -198,7 +198,7 @@ class Agreement:
         """A peer is in an earlier view of our round: send it the view's proposal and our votes in
         it, once, so that it can gather the quorum that moves it on (Tendermint assumes gossip
         delivers everything eventually)."""
-        if (peer, view) in self.helped or len(self.helped) >= MESSAGES_PER_PEER_PER_ROUND_MAX:
+        if (peer, view) in self.helped or len(self.helped) >= HELPED_PER_ROUND_MAX:
             return
         self.helped.add((peer, view))
         proposal = self.proposals.get(view)

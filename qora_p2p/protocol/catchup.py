@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from qora_p2p.errors import MessageError
 from qora_p2p.protocol.effects import Installed, Send
 from qora_p2p.protocol.limits import (
-    MESSAGES_PER_PEER_PER_ROUND_MAX,
+    HELPED_PER_ROUND_MAX,
     RECORDS_WINDOW,
     SYNC_RESPONSE_WAIT_MS,
     SYNC_RETRY_MS,
@@ -79,7 +79,7 @@ class CatchUp:
     def help_behind(self, peer: int, round_number: int) -> None:
         """A peer is still in an earlier round: send it the record that ends that round (once)."""
         sent = self.core.round.records_sent
-        if (peer, round_number) in sent or len(sent) >= MESSAGES_PER_PEER_PER_ROUND_MAX:
+        if (peer, round_number) in sent or len(sent) >= HELPED_PER_ROUND_MAX:
             return
         for record in self.records:
             if record.value.round == round_number:

@@ -81,12 +81,13 @@ from qora_p2p.protocol.effects import (
 from qora_p2p.protocol.evidence import EvidencePool
 from qora_p2p.protocol.genesis import Genesis
 from qora_p2p.protocol.limits import (
+    BUDGET_WINDOW_MS,
     EVIDENCE_POOL_MAX,
     FUTURE_MESSAGES_MAX,
     FUTURE_MESSAGES_PER_PEER_MAX,
     FUTURE_UPDATES_PER_PEER_MAX,
     GOSSIP_INTERVAL_MS,
-    MESSAGES_PER_PEER_PER_ROUND_MAX,
+    MESSAGES_PER_PEER_PER_WINDOW_MAX,
     VIEWS_KEPT,
 )
 from qora_p2p.protocol.messages import (
@@ -138,7 +139,6 @@ class Round:
     eligible: frozenset[int]
     updates: Dissemination = field(init=False)
     agreement: Agreement = field(init=False)
-    received: dict[int, int] = field(default_factory=dict)  # peer -> messages this round
     records_sent: set[tuple[int, int]] = field(default_factory=set)  # (peer, round) already helped
     last_progress: tuple[int, Step, int] | None = None  # (view, step, updates) at the last gossip tick
     closed: bool = False  # decided or caught up past: nothing acts on it again
@@ -205,6 +205,8 @@ class NodeCore:
         self.future_from: dict[int, tuple[int, int]] = {}  # peer -> (messages, updates) buffered
         self.closed_rounds: list[Round] = []  # closed during the current input, released by `drain`
         self.gossip_deadline = now_ms + GOSSIP_INTERVAL_MS
+        self.received: dict[int, int] = {}  # peer -> messages handled in the current budget window
+        self.budget_window_start = now_ms
         self.effects: list[Effect] = []
         self.now_ms = now_ms  # time of the latest input
         self.next_request = 1
@@ -303,12 +305,13 @@ class NodeCore:
         entry = ADMISSION.get(type(message))
         if entry is None:
             raise LocalProtocolError(f"no handler for message type {type(message).__name__}")
-        current = self.round
-        count = current.received.get(peer, 0) + 1
-        current.received[peer] = count
-        if count > MESSAGES_PER_PEER_PER_ROUND_MAX:
-            if count == MESSAGES_PER_PEER_PER_ROUND_MAX + 1:
-                self.emit(Penalize(peer, f"more than {MESSAGES_PER_PEER_PER_ROUND_MAX} messages in round {current.number}"))
+        if now_ms >= self.budget_window_start + BUDGET_WINDOW_MS:
+            self.budget_window_start, self.received = now_ms, {}
+        count = self.received.get(peer, 0) + 1
+        self.received[peer] = count
+        if count > MESSAGES_PER_PEER_PER_WINDOW_MAX:
+            if count == MESSAGES_PER_PEER_PER_WINDOW_MAX + 1:
+                self.emit(Penalize(peer, f"more than {MESSAGES_PER_PEER_PER_WINDOW_MAX} messages in {BUDGET_WINDOW_MS} ms"))
             return
         handler, rounds = entry
         try:
@@ -385,6 +388,7 @@ class NodeCore:
         self.state = state
         self.signed = {slot: content for slot, content in self.signed.items() if slot[1] > state.round}
         self.evidence.committed(state)
+        self.received = {}  # a new round starts every peer's budget afresh, as a new window does
         self.round = self._new_round(now_ms)
         self._begin_round(now_ms)
 

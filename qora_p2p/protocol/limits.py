@@ -10,6 +10,7 @@ from __future__ import annotations
 from qora_p2p.protocol.messages import FETCH_ITEMS_MAX, SYNC_RECORDS_MAX
 
 __all__ = [
+    "BUDGET_WINDOW_MS",
     "EVIDENCE_BROADCASTS_PER_ROUND",
     "EVIDENCE_POOL_MAX",
     "FETCH_RETRY_MS",
@@ -17,7 +18,8 @@ __all__ = [
     "FUTURE_MESSAGES_PER_PEER_MAX",
     "FUTURE_UPDATES_PER_PEER_MAX",
     "GOSSIP_INTERVAL_MS",
-    "MESSAGES_PER_PEER_PER_ROUND_MAX",
+    "HELPED_PER_ROUND_MAX",
+    "MESSAGES_PER_PEER_PER_WINDOW_MAX",
     "RECORDS_WINDOW",
     "SYNC_RESPONSE_WAIT_MS",
     "SYNC_RETRY_MS",
@@ -32,7 +34,12 @@ UPDATES_PER_SENDER_MAX = 2  # two valid updates from one sender are proof; a thi
 EVIDENCE_POOL_MAX = 64  # pending evidence items kept for future proposals
 EVIDENCE_BROADCASTS_PER_ROUND = 2  # proofs we detected ourselves and announce; none are relayed
 RECORDS_WINDOW = 256  # committed records kept in memory to serve catch-up
-MESSAGES_PER_PEER_PER_ROUND_MAX = 4096  # gossip repeats a few messages per interval; far below this
+# A peer's messages the core handles per window; more are dropped (penalised once per window).
+# The window is time, not a round: a long stall without quorum must not cut honest members off
+# from each other for good. Honest gossip repeats a few messages a second; far below this.
+MESSAGES_PER_PEER_PER_WINDOW_MAX = 4096
+BUDGET_WINDOW_MS = 10_000
+HELPED_PER_ROUND_MAX = 4096  # (peer, view) and (peer, round) pairs a round answers once each
 FUTURE_MESSAGES_MAX = 4 * 1024  # messages buffered for the next round, all peers together
 # Per peer, for the next round: its update (two if it equivocates), announcements, and its
 # proposal and votes of the first views; a peer further ahead makes us catch up instead.

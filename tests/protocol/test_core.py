@@ -10,6 +10,7 @@ from qora_p2p.errors import LocalProtocolError
 from qora_p2p.identity import Identity
 from qora_p2p.protocol import core as core_module
 from qora_p2p.protocol import limits
+from qora_p2p.protocol.consensus import Step
 from qora_p2p.protocol.core import ADMISSION, NodeCore
 from qora_p2p.protocol.effects import Broadcast, Compute, Event, Installed, Penalize, Send, SignedSlot, Train
 from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
@@ -98,15 +99,31 @@ def test_bad_messages_are_penalised_not_raised():
     assert any(isinstance(effect, Penalize) and effect.peer == 0 for effect in node.drain())
 
 
-def test_flooding_peers_are_cut_off_after_the_per_round_budget(monkeypatch):
-    """Past MESSAGES_PER_PEER_PER_ROUND_MAX a peer's messages are dropped, penalised once."""
-    monkeypatch.setattr(core_module, "MESSAGES_PER_PEER_PER_ROUND_MAX", 5)
+def test_flooding_peers_are_cut_off_after_the_per_window_budget(monkeypatch):
+    """Past MESSAGES_PER_PEER_PER_WINDOW_MAX in one window a peer's messages are dropped, penalised once."""
+    monkeypatch.setattr(core_module, "MESSAGES_PER_PEER_PER_WINDOW_MAX", 5)
     node = fresh()
     vote = Prevote.create(IDENTITIES[0], GENESIS.hash, 1, 0, NIL, 0)
     for _ in range(20):
         node.receive(0, vote, 1)
     penalties = [effect for effect in node.drain() if isinstance(effect, Penalize)]
     assert len(penalties) == 1 and "more than 5" in penalties[0].reason
+
+
+def test_a_long_stall_does_not_cut_peers_off_for_good(monkeypatch):
+    """A round that never commits: once a peer spent its budget, its messages are handled again in
+    the next window (before, the budget only reset at a commit, so after a long stall without quorum
+    honest members ignored each other for good)."""
+    monkeypatch.setattr(core_module, "MESSAGES_PER_PEER_PER_WINDOW_MAX", 5)
+    node = fresh(me=1)
+    node.drain()
+    for view in range(6):
+        node.receive(0, Prevote.create(IDENTITIES[0], GENESIS.hash, 1, view, NIL, 0), 10)
+    assert (Step.PREVOTE, 5, 0) not in node.round.agreement.votes, "the sixth message is over budget"
+    later = limits.BUDGET_WINDOW_MS + 10
+    node.receive(0, Prevote.create(IDENTITIES[0], GENESIS.hash, 1, 5, NIL, 0), later)
+    assert (Step.PREVOTE, 5, 0) in node.round.agreement.votes
+    assert node.round.number == 1, "still the same round: no commit reset the budget"
 
 
 def test_messages_from_ourselves_or_strangers_are_driver_bugs():
