@@ -12,6 +12,11 @@ The database holds what a node must never lose or contradict:
 * ``signed``: the last-signed guard, one row per (kind, round, view) slot this node signed, with
   our update's payload so a restart re-sends the very same update.
 
+One process writes a data directory: it holds an exclusive lock on ``node.lock`` while the store is
+open (a second node on the same directory is refused; read-only inspect takes no lock). An
+existing but empty database (an emptied disk, a restored empty volume) is refused rather than
+taken for a new member, which would forget what this member signed.
+
 Durability: WAL journal with ``synchronous=FULL``, so a transaction is on disk when ``commit``
 returns; every method is one transaction. A commit writes the record and the new state together,
 so a crash leaves either the old round or the new one, never half. `sign` refuses a second,
@@ -29,11 +34,13 @@ the connection is opened with ``check_same_thread=False`` for that reason and a 
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import msgpack
 
@@ -54,6 +61,7 @@ __all__ = ["DoubleSignError", "Restored", "Store", "StoreError", "open_genesis_o
 
 SCHEMA_VERSION = 1
 DATABASE_NAME = "node.sqlite3"
+LOCK_NAME = "node.lock"  # held (flock) by the one process that writes the data directory
 CHECKPOINT_EVERY_ROUNDS = 10  # a full model copy every this many rounds, to inspect or roll back by hand
 CHECKPOINTS_KEPT = 5  # older checkpoints are deleted: disk use stays bounded by this many models
 RECORDS_RESTORED_MAX = 256  # records handed back to the core at start (it serves catch-up from them)
@@ -136,6 +144,7 @@ class Store:
         path = self.directory / DATABASE_NAME
         if readonly and (directory is None or not path.exists()):
             raise StoreError(f"no node database at {path}")
+        self._owner: IO[bytes] | None = None  # the data directory's lock file, held while open
         try:
             if readonly:
                 # Read-only readers (inspect) never block the running node: WAL lets both proceed.
@@ -145,15 +154,27 @@ class Store:
                     self._db = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
                 else:
                     self.directory.mkdir(parents=True, exist_ok=True)
+                    self._owner = _own(self.directory)
+                    if path.exists() and path.stat().st_size == 0:
+                        raise StoreError(
+                            f"{path} exists but is empty (an emptied disk or a restored empty volume?): starting from it "
+                            "would forget what this member signed. Restore the database from a copy; delete it only if "
+                            "this member has never run in this network"
+                        )
                     self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
                     self._db.execute("PRAGMA journal_mode=WAL")
                     self._db.execute("PRAGMA synchronous=FULL")
                 self._db.executescript(_SCHEMA)
             self._claim(genesis, public_key, readonly)
-        except sqlite3.DatabaseError as error:
-            raise StoreError(f"{path}: {error}") from error
-        except OSError as error:
-            raise StoreError(f"{self.directory}: {error.strerror or error}") from error
+        except BaseException as error:
+            if hasattr(self, "_db"):
+                self._db.close()
+            self._release()
+            if isinstance(error, sqlite3.DatabaseError):
+                raise StoreError(f"{path}: {error}") from error
+            if isinstance(error, OSError):
+                raise StoreError(f"{self.directory}: {error.strerror or error}") from error
+            raise
 
     @classmethod
     def in_memory(cls, genesis: Genesis, public_key: bytes) -> Store:
@@ -194,6 +215,12 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._release()
+
+    def _release(self) -> None:
+        if self._owner is not None:
+            self._owner.close()  # closing the file drops the lock
+            self._owner = None
 
     # ------------------------------------------------------------------------------- writes
 
@@ -305,6 +332,21 @@ class Store:
         if not isinstance(record, Record):
             raise StoreError(f"stored record decodes to a {type(record).__name__}")
         return record
+
+
+def _own(directory: Path) -> IO[bytes]:
+    """Lock ``directory`` for this process (released when the returned file is closed).
+
+    Raises:
+        StoreError: another process (a second node on the same data directory) holds it.
+    """
+    handle = open(directory / LOCK_NAME, "ab")  # noqa: SIM115 (held open for the store's life)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StoreError(f"{directory} is in use by another process (one node per data directory)") from None
+    return handle
 
 
 class _Transaction:

@@ -106,3 +106,26 @@ def test_readonly_store_needs_an_existing_database(tmp_path):
     with pytest.raises(StoreError, match="no node database"):
         Store(tmp_path, genesis, identities[0].public_key, readonly=True)
     assert not (tmp_path / DATABASE_NAME).exists()
+
+
+def test_an_existing_empty_database_is_refused_not_taken_for_a_new_member(tmp_path):
+    """A 0-byte node.sqlite3 (an emptied disk) would forget every signed slot: opening it is a
+    StoreError that says what happened, and the file is left as it was."""
+    genesis, identities = _network()
+    (tmp_path / DATABASE_NAME).write_bytes(b"")
+    with pytest.raises(StoreError, match="exists but is empty"):
+        Store(tmp_path, genesis, identities[0].public_key)
+    assert (tmp_path / DATABASE_NAME).stat().st_size == 0
+
+
+def test_one_process_writes_a_data_directory(tmp_path):
+    """While a store is open on a directory, another writer is refused; read-only inspect is not,
+    and once the first is closed the directory can be opened again."""
+
+    genesis, identities = _network()
+    first = Store(tmp_path, genesis, identities[0].public_key)
+    with pytest.raises(StoreError, match="in use by another process"):
+        Store(tmp_path, genesis, identities[0].public_key)
+    Store(tmp_path, genesis, identities[0].public_key, readonly=True).close()
+    first.close()
+    Store(tmp_path, genesis, identities[0].public_key).close()
