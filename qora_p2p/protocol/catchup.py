@@ -48,6 +48,7 @@ class CatchUp:
         self.deadline = 0  # no new request before this time
         self.pending: int | None = None  # a peer to ask once the deadline passes
         self.asked: dict[int, int] = {}  # peer -> when we asked it; only their responses are read
+        self.ahead: dict[int, int] = {}  # peer -> when it last showed it is past our round (at most n)
 
     def earliest(self, deadline: int, now_ms: int) -> int:
         """``deadline``, or the held-back request's moment if that is earlier."""
@@ -59,15 +60,33 @@ class CatchUp:
             self.request(self.pending, now_ms)
 
     def request(self, peer: int, now_ms: int) -> None:
-        """Ask ``peer`` for records from our round on (now, or as soon as the limit allows)."""
+        """``peer`` is past our round: ask it (or, if it left our last request to it unanswered,
+        another member that is past us) for records from our round on, now or as soon as the rate
+        limit allows. One member that keeps claiming to be ahead and never answers cannot hold us off."""
+        self.ahead[peer] = now_ms
         if now_ms < self.deadline:
             self.pending = peer  # asked too soon after the last request: ask when allowed
             return
         self.pending = None
         self.deadline = now_ms + SYNC_RETRY_MS
         self.asked = {asked: at for asked, at in self.asked.items() if at + SYNC_RESPONSE_WAIT_MS > now_ms}
-        self.asked[peer] = now_ms
-        self.core.emit(Send(peer, SyncRequest(self.core.round.number, SYNC_RECORDS_MAX, True)))
+        target = self._target(peer, now_ms)
+        self.asked[target] = now_ms
+        self.core.emit(Send(target, SyncRequest(self.core.round.number, SYNC_RECORDS_MAX, True)))
+
+    def _target(self, peer: int, now_ms: int) -> int:
+        """``peer``, unless a request to it is overdue; then the member past us asked longest ago."""
+
+        def overdue(candidate: int) -> bool:
+            asked = self.asked.get(candidate)
+            return asked is not None and asked + SYNC_RETRY_MS <= now_ms
+
+        if not overdue(peer):
+            return peer
+        others = [candidate for candidate in sorted(self.ahead) if candidate != peer and not overdue(candidate)]
+        if not others:
+            return peer
+        return min(others, key=lambda candidate: self.asked.get(candidate, -1))
 
     def on_response(self, peer: int, response: SyncResponse, now_ms: int) -> None:
         """A peer's answer to our request; an answer nobody asked for (or a second one) is ignored."""

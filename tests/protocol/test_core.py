@@ -246,3 +246,23 @@ def test_one_member_cannot_fill_the_next_rounds_buffer():
     honest = Update.create(IDENTITIES[2], GENESIS.hash, 2, chain, 2, bytes(16))
     node.receive(2, honest, 2)
     assert (2, honest) in node.future
+
+
+def test_a_member_that_claims_to_be_ahead_and_never_answers_cannot_hold_catch_up_off():
+    """Peer 0 keeps saying it is ahead and never answers; once our request to it is overdue, the
+    next request goes to peer 2, which also said it is ahead."""
+    node = fresh(me=3)
+    node.drain()
+
+    def asked(effects):
+        return [effect.peer for effect in effects if isinstance(effect, Send) and isinstance(effect.message, SyncRequest)]
+
+    node.receive(2, Hello(1, 4, bytes(32)), 1)
+    assert asked(node.drain()) == [2]
+    node.receive(2, SyncResponse((), None), 2)  # peer 2 answers (with nothing useful)
+    node.receive(0, Hello(1, 9, bytes(32)), 1_500)
+    assert asked(node.drain()) == [0]
+    for now in (3_000, 4_500, 6_000):
+        node.receive(0, Hello(1, 9, bytes(32)), now)
+        assert asked(node.drain()) == [2], "peer 0 left our request unanswered"
+        node.receive(2, SyncResponse((), None), now + 1)
