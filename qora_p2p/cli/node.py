@@ -238,6 +238,8 @@ def _print_chain(report: dict[str, Any]) -> None:
             status = "banned for good" if entry["proven"] else (f"banned until round {entry['banned_until']}" if entry["banned_until"] > report["last_round"] else "")
             print(f"  {entry['member']:16s} reputation {entry['reputation']:.3f}  {status}")
     print(f"checkpoints at rounds {report['checkpoints'] or 'none'}")
+    for first, last in report["skipped"]:
+        print(f"rounds {first}-{last} are not stored here: this member caught up past them from a certified snapshot")
     if report["verified"]:
         print("chain verified: every certificate and link checks against the genesis")
     else:

@@ -4,8 +4,10 @@ Theory of operation
 -------------------
 A member learns it is behind from a peer's `Hello`, a record, or a message of a later round. It
 then asks one peer at a time (`SyncRequest`, at most one per `SYNC_RETRY_MS`; a request refused by
-that limit is remembered and sent once allowed) for certified records from its round on and, when
-the peer's state is at the last of them, a snapshot of that state. A response is installed only if
+that limit is remembered and sent once allowed) for certified records from its round on and a snapshot of the
+state after the last of them; a server whose records from that round on do not reach its head sends
+its newest records and state instead, so a member catches up from any distance (its store then
+starts the chain again at the first record it installed: the certificates vouch for it). A response is installed only if
 its last record's certificate verifies, every earlier record is the predecessor of the next
 (consecutive rounds, each round hash the next one's ``prev_hash``, the first linked to our own
 chain), and the snapshot's digests match the last record; records of our own round whose
@@ -107,17 +109,25 @@ class CatchUp:
                 return
 
     def serve(self, peer: int, request: SyncRequest) -> None:
+        """Answer a sync request: the records asked for or, when those do not reach our head and
+        the peer wants state, our newest records and the state after them (so a member catches
+        up from any distance in one response), within the peer's served-bytes budget."""
         if not self.records:
             return
-        state = self.core.state
+        core = self.core
+        state = core.state
         wanted = [record for record in self.records if request.first <= record.value.round < request.first + request.count]
-        if not wanted:
+        if not wanted or (request.want_state and wanted[-1].value.round != state.round):
             wanted = list(self.records)[-min(request.count or 1, SYNC_RECORDS_MAX) :]
+        wanted = wanted[:SYNC_RECORDS_MAX]
+        size = len(wanted) * core.limits.record_bytes_max
         snapshot = None
         if request.want_state and wanted[-1].value.round == state.round:
             model, aggregate_bytes, ledger = snapshot_bytes(state)
             snapshot = StateSnapshot(state.round, model, aggregate_bytes, ledger)
-        self.core.emit(Send(peer, SyncResponse(tuple(wanted[:SYNC_RECORDS_MAX]), snapshot)))
+            size += len(model) + len(aggregate_bytes) + len(ledger)
+        if core.may_serve(peer, size):
+            core.emit(Send(peer, SyncResponse(tuple(wanted), snapshot)))
 
     def on_record(self, peer: int, record: Record, now_ms: int) -> None:
         """A record pushed by a peer: ours to adopt, or a sign that we are behind."""

@@ -33,7 +33,8 @@ machine             what it owns                                 lives
 ==================  ===========================================  ==========================
 
 The core itself admits messages through one table (`ADMISSION`: message type -> handler and which
-rounds it may concern), charges each peer's messages against a per-round budget, keeps the
+rounds it may concern), charges each peer's messages (and the bytes served on its requests)
+against a budget per time window, keeps the
 last-signed guard, and moves from round to round: a decision or an installed snapshot *closes* the
 current `Round` (nothing acts on a closed round again) and opens the next one, which replays the
 messages buffered for it.
@@ -206,6 +207,7 @@ class NodeCore:
         self.closed_rounds: list[Round] = []  # closed during the current input, released by `drain`
         self.gossip_deadline = now_ms + GOSSIP_INTERVAL_MS
         self.received: dict[int, int] = {}  # peer -> messages handled in the current budget window
+        self.served: dict[int, int] = {}  # peer -> bytes of updates and catch-up sent it in the window
         self.budget_window_start = now_ms
         self.effects: list[Effect] = []
         self.now_ms = now_ms  # time of the latest input
@@ -306,7 +308,7 @@ class NodeCore:
         if entry is None:
             raise LocalProtocolError(f"no handler for message type {type(message).__name__}")
         if now_ms >= self.budget_window_start + BUDGET_WINDOW_MS:
-            self.budget_window_start, self.received = now_ms, {}
+            self.budget_window_start, self.received, self.served = now_ms, {}, {}
         count = self.received.get(peer, 0) + 1
         self.received[peer] = count
         if count > MESSAGES_PER_PEER_PER_WINDOW_MAX:
@@ -341,6 +343,16 @@ class NodeCore:
 
     def event(self, name: str, **fields: Any) -> None:
         self.emit(Event(name, {"round": self.round.number, **fields}))
+
+    def may_serve(self, peer: int, size: int) -> bool:
+        """Charge ``size`` bytes sent on a peer's request (fetch, sync) to its window's budget;
+        False, and nothing charged, once the budget is spent: a small request cannot be amplified
+        into unbounded traffic."""
+        spent = self.served.get(peer, 0) + size
+        if spent > self.limits.served_bytes_per_window:
+            return False
+        self.served[peer] = spent
+        return True
 
     def sign_slot(self, slot: Slot, content: bytes, payload: bytes | None = None) -> bool:
         """Record a signature for ``slot``; False if we already signed something else there."""

@@ -103,9 +103,13 @@ class Dissemination:
         # then the author's own send is presumably in flight, and fetching now would double traffic.
 
     def on_fetch(self, peer: int, fetch: Fetch) -> None:
-        for sender, digest in fetch.wanted:
+        """Send the updates a peer asks for (each once per fetch), within its served-bytes budget."""
+        payload_bytes = self.core.limits.payload_bytes
+        for sender, digest in dict.fromkeys(fetch.wanted):
             held = self.held.get(sender, {})
             for update in held.values() if digest == NIL else filter(None, [held.get(digest)]):
+                if not self.core.may_serve(peer, payload_bytes):
+                    return
                 self.core.emit(Send(peer, update))
 
     def _holders_of(self, sender: int) -> list[int]:

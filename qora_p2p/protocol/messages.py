@@ -105,10 +105,21 @@ class Limits:
         return self.value_bytes_max + 64 + self.members * (SIGNATURE_BYTES + 8)
 
     @property
+    def snapshot_bytes_max(self) -> int:
+        return self.model_bytes + self.payload_bytes + self.ledger_bytes_max + 64
+
+    @property
     def message_bytes_max(self) -> int:
         """The largest valid message: a sync response with records and a state snapshot."""
-        snapshot = self.model_bytes + self.payload_bytes + self.ledger_bytes_max + 64
-        return 64 + SYNC_RECORDS_MAX * self.record_bytes_max + snapshot
+        return 64 + SYNC_RECORDS_MAX * self.record_bytes_max + self.snapshot_bytes_max
+
+    @property
+    def served_bytes_per_window(self) -> int:
+        """Bytes of updates and catch-up one member serves one peer per budget window: two full
+        sync responses and every update of a round twice over (an honest peer needs at most one
+        round's updates and one response to catch up), and at least 1 MiB. Small requests cannot
+        be amplified beyond this."""
+        return max(2**20, 2 * self.message_bytes_max + 2 * 2 * self.members * self.payload_bytes)
 
 
 def domain(genesis_hash: bytes, kind: str) -> bytes:

@@ -17,6 +17,7 @@ from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.protocol.messages import (
     MESSAGE_TYPES,
     NIL,
+    Fetch,
     Hello,
     Message,
     Precommit,
@@ -266,3 +267,59 @@ def test_a_member_that_claims_to_be_ahead_and_never_answers_cannot_hold_catch_up
         node.receive(0, Hello(1, 9, bytes(32)), now)
         assert asked(node.drain()) == [2], "peer 0 left our request unanswered"
         node.receive(2, SyncResponse((), None), now + 1)
+
+
+def chain_of(rounds):
+    """``rounds`` certified records on top of genesis, and the state after each."""
+    records, states = [], [genesis_state(GENESIS)]
+    for number in range(1, rounds + 1):
+        record, state = certified(states[-1], number, payload_byte=number % 200)
+        records.append(record)
+        states.append(state)
+    return records, states
+
+
+@pytest.mark.parametrize("behind", [70, 200])
+def test_a_member_catches_up_from_any_distance_in_one_response(behind):
+    """A member ``behind`` rounds back (more than one response's records, fewer than the server
+    keeps) gets the server's newest records and the state after them, and installs them."""
+    records, states = chain_of(behind)
+    server = NodeCore(GENESIS, IDENTITIES[0], state=states[-1], now_ms=0, records=records)
+    server.drain()
+    server.receive(3, SyncRequest(1, 64, True), 1)
+    (response,) = [effect.message for effect in server.drain() if isinstance(effect, Send)]
+    assert isinstance(response, SyncResponse)
+    assert response.state is not None and response.state.round == behind
+    assert response.records[-1].value.round == behind
+    node = fresh(me=3)
+    node.drain()
+    node.receive(0, Hello(1, behind + 1, bytes(32)), 2)
+    node.drain()
+    node.receive(0, response, 3)
+    (installed,) = [effect for effect in node.drain() if isinstance(effect, Installed)]
+    assert installed.state.round == behind and node.round.number == behind + 1
+
+
+def test_small_requests_cannot_be_amplified_past_the_served_bytes_budget():
+    """A peer repeating sync requests and duplicate-laden fetches gets at most its window's
+    served-bytes budget; the next window serves it again."""
+    records, states = chain_of(3)
+    server = NodeCore(GENESIS, IDENTITIES[0], state=states[-1], now_ms=0, records=records)
+    server.drain()
+
+    def served_bytes(effects):
+        return sum(len(effect.message.encode()) for effect in effects if isinstance(effect, Send))
+
+    for _ in range(2000):
+        server.receive(3, SyncRequest(1, 64, True), 5)
+    first_window = server.drain()
+    assert 0 < served_bytes(first_window) <= server.limits.served_bytes_per_window
+    assert len([effect for effect in first_window if isinstance(effect, Send)]) < 2000
+    server.receive(3, SyncRequest(1, 64, True), 5 + limits.BUDGET_WINDOW_MS)
+    assert served_bytes(server.drain()) > 0, "a new window serves the peer again"
+    round_number = server.round.number
+    update = Update.create(IDENTITIES[1], GENESIS.hash, round_number, states[-1].last_hash, 1, bytes(16))
+    server.receive(1, update, 6 + limits.BUDGET_WINDOW_MS)
+    server.drain()
+    server.receive(3, Fetch(round_number, ((1, NIL),) * 1024), 7 + limits.BUDGET_WINDOW_MS)
+    assert [effect.message for effect in server.drain() if isinstance(effect, Send)] == [update], "one copy per fetch"
