@@ -13,8 +13,10 @@ pure voting logic:
   fetched through `qora_p2p.protocol.dissemination`) and our own `compute_round` gives its model and
   ledger digests; the verdict arrives asynchronously (a `Compute` effect, then `computed`).
 * **Building**: when consensus asks for our value in a view (`NeedValue`), it is built once enough
-  updates are here (all eligible members, or ``collect_timeout_ms`` after ``n - f``, or the round
-  timeout), from one update per sender (the lowest digest of an equivocator's two).
+  updates are here (every contributing member that was an input of the previous round, or
+  ``collect_timeout_ms`` after ``n - f``, or the round timeout), from one update per sender (the
+  lowest digest of an equivocator's two).
+* **Proposers** rotate with the round, members absent from the previous round's inputs last.
 * **Timeouts** ``init + view * delta`` (capped). View 0's propose clock starts only once this member
   holds ``n - f`` updates or after ``round_timeout_ms`` (`view0_waiting`): training time must not
   eat the proposer's timeout. `_schedule` defers it and `view0_clock` alone decides when it starts.
@@ -82,7 +84,12 @@ class Agreement:
         self.core, self.round = core, round_
         genesis = core.genesis
         number = round_.number
-        self.consensus = Tendermint(genesis.size, genesis.faulty, genesis.quorum, lambda view: (number + view) % genesis.size, core.me)
+        # Proposers rotate with the round; members that were not inputs of the previous round
+        # (down, or silent) come last, so they cost a view timeout only in the round they first miss.
+        rotation = [(number + offset) % genesis.size for offset in range(genesis.size)]
+        self.order = [member for member in rotation if member in round_.active] + [member for member in rotation if member not in round_.active]
+        order = self.order
+        self.consensus = Tendermint(genesis.size, genesis.faulty, genesis.quorum, lambda view: order[view % len(order)], core.me)
         self.values: dict[bytes, Value] = {}
         self.proposals: dict[int, Proposal] = {}
         self.votes: dict[tuple[Step, int, int], Vote_] = {}
@@ -331,10 +338,12 @@ class Agreement:
                 continue
             if len(updates.held) < self.core.genesis.inputs_min:
                 fetching = {wanted[0] for wanted in updates.fetching}
-                for sender in sorted(self.round.eligible - set(updates.held) - fetching):
+                for sender in sorted(self.round.contributors - set(updates.held) - fetching):
                     updates.fetch_from_holders(sender, now_ms)
                 continue
-            every = all(member in updates.held for member in self.round.eligible)
+            # Stragglers are waited for (up to collect_timeout_ms) only if they were inputs of the
+            # previous round: a member that is down is not waited for round after round.
+            every = all(member in updates.held for member in self.round.contributors & self.round.active)
             waited = updates.ready_ms is not None and now_ms >= updates.ready_ms + timing.collect_timeout_ms
             late = now_ms >= self.round.started_ms + timing.round_timeout_ms
             if every or waited or late or view > 0:
@@ -416,7 +425,7 @@ class Agreement:
             return "not on our chain"
         if len(value.inputs) < core.genesis.inputs_min:
             return f"{len(value.inputs)} inputs, fewer than n - f = {core.genesis.inputs_min}"
-        if any(sender not in self.round.eligible for sender, _ in value.inputs):
+        if any(sender not in self.round.contributors for sender, _ in value.inputs):
             return "an input from a member that may not contribute"
         if len(value.evidence) > core.limits.evidence_max:
             return "too much evidence"

@@ -44,7 +44,8 @@ One FL round ``r`` on the chain ending in ``H[r-1]``:
 1. **Disseminate.** Train, sign ``UPDATE(r, H[r-1], digest)`` (after persisting it), send it to
    every member; peers validate it before storing it, and fetch what they miss by digest.
 2. **Agree.** The proposer proposes a value listing at least ``n - f`` (sender, digest) pairs of
-   eligible members, pending evidence, and the digests of the model and ledger that result; a
+   contributing members (all but proven equivocators; banned members' updates count but are not
+   aggregated), pending evidence, and the digests of the model and ledger that result; a
    validator's verdict is "valid" only once it holds every listed update and its own
    `compute_round` gives the same digests.
 3. **Commit.** A quorum of precommits is the certificate. The new state is the validated result.
@@ -108,7 +109,7 @@ from qora_p2p.protocol.messages import (
     SyncResponse,
     Update,
 )
-from qora_p2p.protocol.state import AgreedState, RoundResult, eligible_members
+from qora_p2p.protocol.state import AgreedState, RoundResult, contributing_members, eligible_members
 
 if TYPE_CHECKING:
     from qora_p2p.protocol.consensus import Step
@@ -137,7 +138,9 @@ class Round:
 
     number: int
     started_ms: int
-    eligible: frozenset[int]
+    eligible: frozenset[int]  # aggregated: not banned
+    contributors: frozenset[int]  # may send an update: not proven to equivocate (banned ones too)
+    active: frozenset[int]  # the previous round's inputs: whom the proposer waits for, who proposes first
     updates: Dissemination = field(init=False)
     agreement: Agreement = field(init=False)
     records_sent: set[tuple[int, int]] = field(default_factory=set)  # (peer, round) already helped
@@ -408,10 +411,25 @@ class NodeCore:
 
     def _new_round(self, now_ms: int) -> Round:
         number = self.state.round + 1
-        current = Round(number, now_ms, frozenset(eligible_members(self.genesis, self.state, number)))
+        eligible = frozenset(eligible_members(self.genesis, self.state, number))
+        contributors = frozenset(contributing_members(self.genesis, self.state))
+        current = Round(number, now_ms, eligible, contributors, self._active())
         current.updates = Dissemination(self, current)
         current.agreement = Agreement(self, current)
         return current
+
+    def _active(self) -> frozenset[int]:
+        """Members the committed state's round listed as inputs (every member before round 1).
+
+        Agreed (the committed value is), and in hand: a commit or an installed batch ends with the
+        state's record, and a restarted core is given the newest records. A member that missed the
+        last round is not waited for and proposes last: one that is down costs one round's
+        timeouts, not every round's."""
+        records = self.catchup.records
+        if self.state.round == 0:
+            return frozenset(range(self.size))
+        assert records and records[-1].value.round == self.state.round, "the committed state's record is kept"
+        return frozenset(sender for sender, _ in records[-1].value.inputs)
 
     def _begin_round(self, now_ms: int, own_payload: bytes | None = None) -> None:
         current = self.round
@@ -424,7 +442,7 @@ class NodeCore:
                 current.updates.own = update
                 self.emit(Broadcast(update))
                 current.updates.store(update, now_ms)
-        if current.updates.own is None and slot not in self.signed and self.me in current.eligible:
+        if current.updates.own is None and slot not in self.signed and self.me in current.contributors:
             self.emit(Train(current.number, self.state.model))
         buffered, self.future, self.future_from = self.future, [], {}
         for peer, message in buffered:

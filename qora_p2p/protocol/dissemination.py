@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 One `Dissemination` lives as long as its round. Every member broadcasts its own signed update;
-an update is stored only after it validates (on our chain, from a member eligible this round, not
+an update is stored only after it validates (on our chain, from a member that may contribute this round, not
 already held, a payload the fixed-point decoder accepts, correct signature; size and encoding were
 checked by the codec). A validly signed payload that `compute_round` would refuse (int32 -2^31)
 is the sender's fault, penalised at admission, never a failure of every value listing it. Two valid updates
@@ -58,7 +58,7 @@ class Dissemination:
         core = self.core
         if update.prev_hash != core.state.last_hash:
             raise MessageError(f"update for round {update.round} is on another chain")
-        if update.sender not in self.round.eligible:
+        if update.sender not in self.round.contributors:
             raise MessageError(f"member {update.sender} may not contribute to round {update.round}")
         if update.digest in self.held.get(update.sender, {}):
             return
@@ -71,7 +71,7 @@ class Dissemination:
 
     def store(self, update: Update, now_ms: int) -> None:
         """Keep a validated update (ours or a peer's); a second one from a sender is evidence."""
-        assert update.sender in self.round.eligible and update.round == self.round.number, "only validated updates are stored"
+        assert update.sender in self.round.contributors and update.round == self.round.number, "only validated updates are stored"
         held = self.held.setdefault(update.sender, {})
         if len(held) >= UPDATES_PER_SENDER_MAX:
             return

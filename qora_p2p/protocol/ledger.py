@@ -29,6 +29,8 @@ with deviation ``d_i = floor(|x_i - aggregate|)``:
 
 Bans:
 
+* a banned member still sends its update, which counts towards a round's ``n - f`` inputs but is
+  neither aggregated nor scored (so f members down never stall a network that also has bans);
 * committed evidence of equivocation bans a member permanently, at once;
 * a member whose reputation falls below ``ban_below`` is banned for ``ban_rounds`` rounds, lowest
   reputation first (then member index), while fewer than ``ban_capacity`` members are banned. The
@@ -233,6 +235,7 @@ def apply_round(
     evidence: Iterable[int] = (),
     *,
     ban_capacity: int,
+    scored: bool = True,
 ) -> tuple[Ledger, RoundEffects]:
     """The ledger after committing ``round_number`` (see the module notes for the rules).
 
@@ -240,6 +243,8 @@ def apply_round(
         observations: one per included member (distinct, all eligible this round).
         evidence: members proven to have equivocated by evidence committed in this round.
         ban_capacity: most members that may be banned at once (the network's f).
+        scored: False for a null round (nothing aggregated): no reputation changes, only
+            evidence, ban expiries and bans.
 
     Raises:
         LocalProtocolError: observations that the protocol should never produce.
@@ -252,7 +257,7 @@ def apply_round(
         deviations = sorted(observation.deviation for observation in observations)
         spread = max(deviations[(len(deviations) - 1) // 2], 1)
     for member, standing in enumerate(standings):
-        if not standing.eligible(round_number):
+        if not scored or not standing.eligible(round_number):
             continue
         reputation = standing.reputation
         if member in included:

@@ -41,6 +41,7 @@ __all__ = [
     "RoundResult",
     "chain_origin",
     "compute_round",
+    "contributing_members",
     "eligible_members",
     "genesis_state",
     "snapshot_bytes",
@@ -107,10 +108,20 @@ def genesis_state(genesis: Genesis, model: npt.NDArray[np.int64] | None = None) 
 
 
 def eligible_members(genesis: Genesis, state: AgreedState, round_number: int) -> tuple[int, ...]:
-    """Members whose updates are valid in ``round_number``."""
+    """Members whose updates are aggregated in ``round_number`` (not banned)."""
     if state.ledger is None:
         return tuple(range(genesis.size))
     return state.ledger.eligible(round_number)
+
+
+def contributing_members(genesis: Genesis, state: AgreedState) -> tuple[int, ...]:
+    """Members whose updates a round may list: all but those proven to have equivocated. A member
+    under a reputation ban still sends its update and counts towards the round's ``n - f`` inputs
+    (it is not aggregated): with f members down, the rest must still make a round, whatever the
+    ledger has banned."""
+    if state.ledger is None:
+        return tuple(range(genesis.size))
+    return tuple(member for member, standing in enumerate(state.ledger.standings) if not standing.proven)
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,11 @@ def compute_round(
 ) -> RoundResult:
     """Advance ``state`` by one round.
 
+    The rule aggregates the inputs of members eligible in the round (not banned); the others are
+    listed but neither aggregated nor scored. With fewer than ``n - f`` eligible inputs (members
+    down while others are banned) the round is a *null round*: the model and last aggregate stay,
+    the ledger only applies evidence, ban expiries and bans, and the chain moves on (so bans expire).
+
     Args:
         senders: the input set's members, ascending (the canonical order is member order).
         payloads: their update payloads (little-endian int32, ``4 * P`` bytes each), same order.
@@ -155,7 +171,12 @@ def compute_round(
         raise LocalProtocolError("compute_round needs distinct ascending senders, one payload each")
     round_number = state.round + 1
     dimension = genesis.model.dimension
-    matrix = np.stack([from_bytes(payload, dimension) for payload in payloads])
+    eligible = set(eligible_members(genesis, state, round_number))
+    rows = [row for row, sender in enumerate(senders) if sender in eligible]
+    if len(rows) < genesis.inputs_min:
+        return _null_round(genesis, state, round_number, culprits)
+    senders = [senders[row] for row in rows]
+    matrix = np.stack([from_bytes(payloads[row], dimension) for row in rows])
     params = genesis.fixed_rule_params()
     if genesis.centered_on_previous:
         params["center"] = state.aggregate
@@ -192,6 +213,19 @@ def compute_round(
         banned,
         proven,
     )
+
+
+def _null_round(genesis: Genesis, state: AgreedState, round_number: int, culprits: Sequence[int]) -> RoundResult:
+    """A round with too few eligible inputs to aggregate robustly (see `compute_round`)."""
+    ledger = state.ledger
+    banned: tuple[int, ...] = ()
+    proven: tuple[int, ...] = ()
+    if ledger is not None:
+        assert genesis.ledger is not None
+        ledger, effects = apply_round(ledger, genesis.ledger, round_number, (), culprits, ban_capacity=genesis.faulty, scored=False)
+        banned, proven = effects.banned, effects.proven
+    new_state = AgreedState(round_number, state.last_hash, state.model, state.aggregate, ledger)
+    return RoundResult(new_state, (), (), banned, proven)
 
 
 def snapshot_bytes(state: AgreedState) -> tuple[bytes, bytes, bytes]:

@@ -4,7 +4,8 @@ Byzantine members do.
 * **agreement**: no two honest members commit different hashes for a round (also over rounds
   installed by catch-up);
 * **state equality**: honest members that committed a round hold the same model and ledger digests;
-* **validity**: a committed round lists at least ``n - f`` inputs, all from members eligible in it;
+* **validity**: a committed round lists at least ``n - f`` inputs, none from a proven equivocator,
+  and changes the model only if at least ``n - f`` of them are eligible (not banned);
 * **certificates**: every record an honest member commits or installs carries a quorum of distinct
   members' valid precommit signatures (what `qora-node inspect` and every peer it is served to check);
 * **no double signing**: an honest member never signs two contents for one slot, even across
@@ -20,9 +21,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from qora_p2p.errors import MessageError, SignatureError
 from qora_p2p.identity import verify
-from qora_p2p.protocol.state import AgreedState, eligible_members
+from qora_p2p.protocol.state import AgreedState, contributing_members, eligible_members
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -60,11 +63,16 @@ class Checkers:
         if member in self.byzantine:
             return
         value = record.value
+        contributors = set(contributing_members(self.genesis, previous))
         eligible = set(eligible_members(self.genesis, previous, value.round))
         if len(value.inputs) < self.genesis.inputs_min:
             self.violations.append(f"validity: round {value.round} committed with {len(value.inputs)} inputs")
-        if any(sender not in eligible for sender, _ in value.inputs):
-            self.violations.append(f"validity: round {value.round} includes a banned member")
+        if any(sender not in contributors for sender, _ in value.inputs):
+            self.violations.append(f"validity: round {value.round} includes a proven equivocator")
+        aggregated = sum(1 for sender, _ in value.inputs if sender in eligible)
+        null_round = aggregated < self.genesis.inputs_min
+        if null_round and (not np.array_equal(state.model, previous.model) or not np.array_equal(state.aggregate, previous.aggregate)):
+            self.violations.append(f"validity: round {value.round} aggregated {aggregated} eligible inputs, fewer than n - f")
         self.certificate(member, record)
         self.agreement(member, value.round, value.id(self.genesis.hash), (state.model_digest(), state.ledger_digest()))
 
