@@ -451,6 +451,10 @@ class Agreement:
         validation.request = self.core.compute(senders, payloads, tuple(item.culprit for item in value.evidence))
         self.validating[validation.request] = value_id
 
+    def missing_inputs(self) -> set[tuple[int, bytes]]:
+        """Inputs of values we still validate that are not here yet."""
+        return {wanted for validation in self.validations.values() for wanted in validation.missing}
+
     def update_stored(self, sender: int, digest: bytes) -> None:
         """An update arrived: values waiting for it may now be computed."""
         for value_id, validation in self.validations.items():
@@ -522,6 +526,13 @@ class Agreement:
         self.my_messages = {key: m for key, m in self.my_messages.items() if key[1] >= below}
         self.certified_signatures = {key: held for key, held in self.certified_signatures.items() if key[0] >= below or key[0] in keep}
         self.timeouts = {key: deadline for key, deadline in self.timeouts.items() if key[1] >= below}
+        # Our signed slots of pruned views: consensus never votes or proposes in a view behind it
+        # again, so only the lock's precommit (restored after a restart) must stay in memory.
+        number = self.round.number
+        lock = ("precommit", number, consensus.locked_view)
+        signed = self.core.signed
+        for slot in [slot for slot in signed if slot[1] == number and slot[0] != "update" and slot[2] < below and slot != lock]:
+            del signed[slot]
         genesis_hash = self.core.genesis_hash
         referenced = {p.value.id(genesis_hash) for p in self.proposals.values()} | set(consensus.certified.values())
         self.values = {value_id: value for value_id, value in self.values.items() if value_id in referenced}

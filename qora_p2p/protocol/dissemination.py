@@ -138,12 +138,16 @@ class Dissemination:
             self.fetching[(sender, NIL)] = now_ms + FETCH_RETRY_MS
 
     def retry_fetches(self, now_ms: int) -> None:
-        """Fetches not answered by their deadline go to the next candidate."""
+        """Fetches not answered by their deadline go to the next candidate, while still needed: a
+        digest only while a value we still keep lists it (a proposal naming bogus digests, once
+        its view is pruned, stops costing fetches), a sender's update only while we must propose
+        and hold fewer than ``n - f``."""
+        needed = self.round.agreement.missing_inputs()
         for wanted, deadline in list(self.fetching.items()):
             if deadline <= now_ms:
                 del self.fetching[wanted]
                 if wanted[1] == NIL:
                     if wanted[0] not in self.held:
                         self.fetch_from_holders(wanted[0], now_ms)
-                else:
+                elif wanted in needed:
                     self.fetch(wanted, now_ms)

@@ -92,6 +92,39 @@ def test_views_churning_for_long_keep_memory_bounded():
     assert len(current.consensus._tally) <= 4 * (core_module.VIEWS_KEPT + 3)
 
 
+def test_proposals_naming_bogus_digests_stop_costing_fetches_once_pruned():
+    """Every other member proposes, view after view, values naming updates nobody holds, while we
+    vote in every view. Fetches for them are retried only while their view is kept, and our signed
+    slots of pruned views are dropped: both tables stay bounded."""
+    node = fresh(me=1)
+    now = 0
+    chain = node.state.last_hash
+    node.submit_update(1, bytes(16), 0)
+    for sender in (0, 2, 3):
+        node.receive(sender, Update.create(IDENTITIES[sender], GENESIS.hash, 1, chain, sender, bytes([sender]) * 16), 0)
+    signed_most = 0
+    for view in range(200):
+        proposer = node.round.agreement.proposer(view)
+        if proposer != 1:
+            inputs = tuple((sender, hashlib.sha256(f"bogus-{view}-{sender}".encode()).digest()) for sender in (0, 2, 3))
+            value = Value(1, chain, inputs, (), bytes(32), bytes(32))
+            node.receive(proposer, Proposal.create(IDENTITIES[proposer], GENESIS.hash, view, -1, proposer, value), now)
+        for voter in (0, 2, 3):
+            for kind in (Prevote, Precommit):
+                node.receive(voter, kind.create(IDENTITIES[voter], GENESIS.hash, 1, view, NIL, voter), now)
+        now = node.next_deadline()
+        node.handle_timer(now)
+        for effect in node.drain():
+            if isinstance(effect, Compute):
+                result = compute_round(GENESIS, effect.state, effect.senders, effect.payloads, effect.culprits)
+                node.computed(effect.request, result, now)
+        node.drain()
+        signed_most = max(signed_most, len(node.signed))
+    assert node.round.number == 1 and node.round.agreement.consensus.view >= 150
+    assert len(node.round.updates.fetching) <= 3 * (core_module.VIEWS_KEPT + 3)
+    assert 0 < signed_most <= 3 * (core_module.VIEWS_KEPT + 3) + 1
+
+
 def test_bad_messages_are_penalised_not_raised():
     """A vote with a forged signature from a member is penalised; the core carries on."""
     node = fresh()
