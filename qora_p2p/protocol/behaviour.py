@@ -20,6 +20,8 @@ equivocate_proposals        as proposer, a valid proposal to half the members, a
 invalid_proposals           as proposer, only a proposal whose model digest is wrong
 junk                        after each broadcast, random bytes to every member
 replay                      after each broadcast, old messages of its own to three members
+flood                       after each broadcast of its update, many signed full-size updates
+                            of the next round, next-round votes and sync requests to everyone
 ==========================  ==================================================================
 
 Randomness comes from the ``rng`` given (the simulator's seeded stream, or a node's own).
@@ -33,7 +35,17 @@ from typing import TYPE_CHECKING
 from qora_p2p.errors import ConfigError
 from qora_p2p.identity import Identity
 from qora_p2p.protocol.effects import Broadcast, Effect, Raw, Send
-from qora_p2p.protocol.messages import NIL, Precommit, Prevote, Proposal, Update, Value
+from qora_p2p.protocol.messages import (
+    NIL,
+    SYNC_RECORDS_MAX,
+    Message,
+    Precommit,
+    Prevote,
+    Proposal,
+    SyncRequest,
+    Update,
+    Value,
+)
 
 if TYPE_CHECKING:
     import random
@@ -49,10 +61,12 @@ PROTOCOL_BEHAVIOURS = (
     "silent",
     "junk",
     "replay",
+    "flood",
 )
 REPLAY_HISTORY_MAX = 64  # own old messages kept for replays
 REPLAY_TARGETS = 3  # members that get a replayed message per broadcast
 JUNK_BYTES_MAX = 64
+FLOOD_COPIES = 32  # next-round updates, votes and sync requests per member per own update
 
 
 class _LazyHalf:
@@ -88,6 +102,7 @@ class Misbehaviour:
         self.behaviour, self.identity, self.genesis_hash = behaviour, identity, genesis_hash
         self.me, self.members, self.rng = me, members, rng
         self.history: list[bytes] = []
+        self.last_update: Update | None = None  # flood: a full-size payload to vary
 
     def sent(self, data: bytes) -> None:
         """The driver sent ``data`` (encoded): kept for replays."""
@@ -123,7 +138,26 @@ class Misbehaviour:
             return [effect, *(Raw(peer, junk) for peer in others)]
         if behaviour == "replay" and self.history:
             return [effect, *(Raw(peer, self.rng.choice(self.history)) for peer in others[:REPLAY_TARGETS])]
+        if behaviour == "flood" and isinstance(message, Update | Prevote | Precommit):
+            if isinstance(message, Update):
+                self.last_update = message
+            return [effect, *self._flood(message.round, others)]
         return [effect]
+
+    def _flood(self, round_number: int, others: list[int]) -> list[Effect]:
+        """Signed messages no honest member sends this many of: next-round updates (full size,
+        decodable, each with its own digest), next-round votes of many views, sync requests. It
+        goes on after the member is banned: its votes still go out."""
+        floods: list[Message] = []
+        update = self.last_update
+        base = bytearray(update.payload if update is not None else b"")
+        for copy in range(FLOOD_COPIES):
+            if update is not None:
+                base[:4] = (copy + 1).to_bytes(4, "little")
+                floods.append(Update.create(self.identity, self.genesis_hash, round_number + 1, update.prev_hash, self.me, bytes(base)))
+            floods.append(Prevote.create(self.identity, self.genesis_hash, round_number + 1, copy, NIL, self.me))
+            floods.append(SyncRequest(max(1, round_number - copy), SYNC_RECORDS_MAX, True))
+        return [Send(peer, flood) for flood in floods for peer in others]
 
     def _conflicting_update(self, update: Update) -> Update:
         flipped = bytes(byte ^ 0x01 for byte in update.payload[:4]) + update.payload[4:]
