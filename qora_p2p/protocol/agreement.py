@@ -13,8 +13,8 @@ pure voting logic:
   fetched through `qora_p2p.protocol.dissemination`) and our own `compute_round` gives its model and
   ledger digests; the verdict arrives asynchronously (a `Compute` effect, then `computed`).
 * **Building**: when consensus asks for our value in a view (`NeedValue`), it is built once enough
-  updates are here (every contributing member that was an input of the previous round, or
-  ``collect_timeout_ms`` after ``n - f``, or the round timeout), from one update per sender (the
+  updates are here (every contributing member that was an input of the previous round or has
+  spoken since it began, or ``collect_timeout_ms`` after ``n - f``, or the round timeout), from one update per sender (the
   lowest digest of an equivocator's two).
 * **Proposers** rotate with the round, members absent from the previous round's inputs last.
 * **Timeouts** ``init + view * delta`` (capped). View 0's propose clock starts only once this member
@@ -341,12 +341,15 @@ class Agreement:
                 for sender in sorted(self.round.contributors - set(updates.held) - fetching):
                     updates.fetch_from_holders(sender, now_ms)
                 continue
-            # Stragglers are waited for (up to collect_timeout_ms) only if they were inputs of the
-            # previous round: a member that is down is not waited for round after round.
-            every = all(member in updates.held for member in self.round.contributors & self.round.active)
-            waited = updates.ready_ms is not None and now_ms >= updates.ready_ms + timing.collect_timeout_ms
+            # Stragglers are waited for (up to collect_timeout_ms) if they were inputs of the
+            # previous round or spoke since it began (a slow member stays in); a member that is
+            # down or silent is not waited for round after round.
+            current = self.round
+            waited = current.contributors & (current.active | self.core.heard_before | current.heard)
+            every = all(member in updates.held for member in waited)
+            collected = updates.ready_ms is not None and now_ms >= updates.ready_ms + timing.collect_timeout_ms
             late = now_ms >= self.round.started_ms + timing.round_timeout_ms
-            if every or waited or late or view > 0:
+            if every or collected or late or view > 0:
                 self._build(view)
 
     def _build(self, view: int) -> None:

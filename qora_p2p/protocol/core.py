@@ -144,6 +144,7 @@ class Round:
     updates: Dissemination = field(init=False)
     agreement: Agreement = field(init=False)
     records_sent: set[tuple[int, int]] = field(default_factory=set)  # (peer, round) already helped
+    heard: set[int] = field(default_factory=set)  # peers any message came from during this round
     last_progress: tuple[int, Step, int] | None = None  # (view, step, updates) at the last gossip tick
     closed: bool = False  # decided or caught up past: nothing acts on it again
 
@@ -208,6 +209,7 @@ class NodeCore:
         self.future: list[tuple[int, Message]] = []  # messages of the next round, all peers
         self.future_from: dict[int, tuple[int, int]] = {}  # peer -> (messages, updates) buffered
         self.closed_rounds: list[Round] = []  # closed during the current input, released by `drain`
+        self.heard_before: frozenset[int] = frozenset(range(genesis.size))  # peers heard in the previous round
         self.gossip_deadline = now_ms + GOSSIP_INTERVAL_MS
         self.received: dict[int, int] = {}  # peer -> messages handled in the current budget window
         self.served: dict[int, int] = {}  # peer -> bytes of updates and catch-up sent it in the window
@@ -312,6 +314,7 @@ class NodeCore:
             raise LocalProtocolError(f"no handler for message type {type(message).__name__}")
         if now_ms >= self.budget_window_start + BUDGET_WINDOW_MS:
             self.budget_window_start, self.received, self.served = now_ms, {}, {}
+        self.round.heard.add(peer)
         count = self.received.get(peer, 0) + 1
         self.received[peer] = count
         if count > MESSAGES_PER_PEER_PER_WINDOW_MAX:
@@ -400,6 +403,7 @@ class NodeCore:
         assert state.round >= self.round.number, "the state only moves forward"
         self.round.closed = True
         self.closed_rounds.append(self.round)
+        self.heard_before = frozenset(self.round.heard)
         self.state = state
         self.signed = {slot: content for slot, content in self.signed.items() if slot[1] > state.round}
         self.evidence.committed(state)

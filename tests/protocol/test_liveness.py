@@ -32,8 +32,10 @@ GENESIS = Genesis(
 class Network:
     """Cores of the members that are up; messages to members that are down are lost."""
 
-    def __init__(self, up, state):
+    def __init__(self, up, state, train_ms=None):
         self.now = 0
+        self.train_ms = train_ms or {}  # member -> round -> training time (others train instantly)
+        self.later: list[tuple[int, int, tuple]] = []  # (due, member, item)
         self.cores = {member: NodeCore(GENESIS, IDENTITIES[member], state=state, now_ms=0) for member in up}
         self.commits: dict[int, list[tuple[int, int]]] = {member: [] for member in up}  # (round, time)
         self.records: dict[int, list] = {member: [] for member in up}
@@ -51,7 +53,11 @@ class Network:
                     self.inbox.append((effect.peer, member, effect.message))
             elif isinstance(effect, Train):
                 payload = np.full(4, member + 1, dtype="<i4").tobytes()
-                self.inbox.append((member, None, ("train", effect.round, payload)))
+                item = (member, None, ("train", effect.round, payload))
+                if member in self.train_ms:
+                    self.later.append((self.now + self.train_ms[member](effect.round), member, item))
+                else:
+                    self.inbox.append(item)
             elif isinstance(effect, Compute):
                 try:
                     result = compute_round(GENESIS, effect.state, effect.senders, effect.payloads, effect.culprits)
@@ -81,7 +87,12 @@ class Network:
                     core.compute_failed(message[1], message[2], self.now)
                 self._effects(receiver)
                 continue
-            self.now = max(self.now + 1, min(core.next_deadline() for core in self.cores.values()))
+            due = [self.later.pop(index) for index in reversed(range(len(self.later))) if self.later[index][0] <= self.now]
+            if due:
+                self.inbox.extend(item for _, _, item in sorted(due, key=lambda entry: entry[:2]))
+                continue
+            deadlines = [core.next_deadline() for core in self.cores.values()] + [at for at, _, _ in self.later]
+            self.now = max(self.now + 1, min(deadlines))
             for member, core in self.cores.items():
                 if core.next_deadline() <= self.now:
                     core.handle_timer(self.now)
@@ -120,3 +131,13 @@ def test_a_silent_member_costs_one_round_not_every_round():
     timing = GENESIS.timing
     assert times[0] >= timing.collect_timeout_ms, "the first round waits for the member it has not missed yet"
     assert max(durations[1:]) < timing.collect_timeout_ms, durations
+
+
+def test_a_slow_member_is_still_waited_for():
+    """Member 3 trains 200 ms longer than the others (within the 500 ms straggler wait), and 800 ms
+    in round 1, so it misses round 1. It keeps speaking, so the proposer waits for it again: it is
+    an input of every later round (a silent member is not waited for, a slow one is)."""
+    network = Network((0, 1, 2, 3), genesis_state(GENESIS), train_ms={3: lambda number: 800 if number == 1 else 200})
+    network.run_until(8)
+    included = [3 in {sender for sender, _ in record.value.inputs} for record, _ in network.records[0]]
+    assert included[0] is False and all(included[1:]), included
