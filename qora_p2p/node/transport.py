@@ -1,11 +1,21 @@
-"""Connections between members over TCP: dialing, accepting, bounded queues, rate limits.
+"""Connections between members over TCP: dialing, accepting, liveness, bounded queues, rate limits.
 
 Theory of operation
 -------------------
-Every pair of members keeps one encrypted channel (`qora_p2p.node.channel`). The member with the lower
-index dials, the higher one accepts, so two members never race to open two connections; a dialer
-retries with capped exponential backoff for as long as the node runs. An accepted channel from a
-member that already has one replaces it (the peer restarted).
+Every pair of members keeps one encrypted channel (`qora_p2p.node.channel`). The member with the
+lower index dials, the higher one accepts: two members never race to open two connections. A
+dialer retries with a short, capped backoff (`TransportLimits.backoff_initial_ms` doubling up to
+``backoff_max_ms``), redials at once when a connection that held for ``connection_stable_ms``
+ends, and starts the backoff over then; so a restarted member, whatever its index, is connected
+again within ``backoff_max_ms`` of listening. An accepted channel from a member that already has
+one replaces it (the peer restarted, or found the link dead).
+
+Liveness. A link can die silently (a cable pulled, a NAT entry dropped: no FIN, no RST). A
+connection that has sent nothing for `KEEPALIVE_INTERVAL_MS` sends a keepalive frame (inside the
+encrypted channel, authenticated like any frame, never passed to the node), and a reader that has
+waited `LINK_DEAD_AFTER_MS` with no frame arriving closes the connection; the dialer redials. Only
+time spent waiting counts: a reader held up by a busy node gives the link a fresh interval when it
+reads again. A node with no peer connected says what it waits for every `WAITING_LOG_INTERVAL_MS`.
 
 Sending never blocks the protocol: `send` puts bytes on the peer's queue, bounded by a message
 count and a byte total; when full the *oldest* queued message is dropped (gossip repairs losses,
@@ -15,7 +25,7 @@ writer task per connection drains the queue.
 Receiving: one reader task per connection decodes each message (bounded by the genesis-derived
 `Limits`), charges it to the peer's token bucket (``messages_per_second``), and hands it to the
 node through a bounded channel: when the node is busy the reader waits, and TCP pushes back on the
-peer. Malformed messages, rate overruns and the core's `Penalize` effects count against the peer;
+peer. Keepalives spend tokens like messages. Malformed messages, rate overruns and the core's `Penalize` effects count against the peer;
 past ``penalties_max`` on one connection it is closed (and the peer may reconnect after a pause).
 
 Accepting is bounded too: at most ``handshakes_max`` handshakes at once (each within the channel's
@@ -26,9 +36,8 @@ authenticated channels are bounded by the membership (one per member).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Protocol
 
 import structlog
@@ -43,12 +52,36 @@ from qora_p2p.errors import (
 )
 from qora_p2p.identity import Identity
 from qora_p2p.node.channel import ChannelLimits, SecureChannel, open_channel
+from qora_p2p.node.peers import Backoff
 from qora_p2p.protocol.genesis import Genesis
 from qora_p2p.protocol.messages import Limits, Message, decode
 
-__all__ = ["LinkFilter", "PeerStatistics", "Transport", "TransportLimits"]
+__all__ = [
+    "KEEPALIVE_INTERVAL_MS",
+    "LINK_DEAD_AFTER_MS",
+    "WAITING_LOG_INTERVAL_MS",
+    "LinkFilter",
+    "PeerStatistics",
+    "Transport",
+    "TransportLimits",
+]
+
+# Liveness is a property of the network, not of one node's settings: both ends of a link must
+# agree on it (a peer that keeps quiet longer than we wait would be cut off), so these are
+# constants, not limits a node may set.
+KEEPALIVE_INTERVAL_MS = 2_000  # a connection that has sent nothing this long sends a keepalive
+LINK_DEAD_AFTER_MS = 8_000  # a reader that waited this long and got no frame closes the link
+WAITING_LOG_INTERVAL_MS = 15_000  # a node with no peer connected says what it waits for this often
+WAITING_LOGGED_PEERS_MAX = 16  # members named in that line (the rest are counted)
+# Three keepalives in a row may go missing and a fourth be half an interval late (a stalled
+# sender, a loaded machine) before a healthy link is declared dead.
+assert LINK_DEAD_AFTER_MS >= 3 * KEEPALIVE_INTERVAL_MS + KEEPALIVE_INTERVAL_MS // 2
+assert WAITING_LOG_INTERVAL_MS > LINK_DEAD_AFTER_MS  # a dead link is noticed before anyone waits on it
 
 DELAYED_MESSAGES_MAX = 4_096  # messages held back by a link filter's delay, all peers together
+
+OpenStream = Callable[[str, int], Awaitable[trio.abc.Stream]]
+AddressOf = Callable[[trio.abc.Stream], str | None]
 
 log = structlog.get_logger("qora.transport")
 
@@ -63,8 +96,9 @@ class TransportLimits:
     handshakes_max: int = 64  # concurrent inbound handshakes, all addresses together
     handshakes_per_address_max: int = 8  # unauthenticated inbound connections from one IP address
     connect_timeout_ms: int = 5_000
-    backoff_initial_ms: int = 100
-    backoff_max_ms: int = 5_000
+    backoff_initial_ms: int = 250  # the first redial after a failed one
+    backoff_max_ms: int = 1_000  # the longest wait between redials: a restarted peer is found this fast
+    connection_stable_ms: int = 10_000  # a connection that lived this long resets the backoff
     reconnect_pause_ms: int = 2_000  # after we dropped a misbehaving connection
     inbox_messages_max: int = 1_024  # decoded messages waiting for the node, all peers together
 
@@ -75,11 +109,16 @@ class TransportLimits:
                 raise LocalProtocolError(f"TransportLimits.{name} must be positive, got {value!r}")
         if self.backoff_initial_ms > self.backoff_max_ms:
             raise LocalProtocolError("TransportLimits.backoff_initial_ms exceeds backoff_max_ms")
+        if self.backoff_max_ms > self.connection_stable_ms:
+            raise LocalProtocolError("TransportLimits.backoff_max_ms exceeds connection_stable_ms")
+        if self.backoff_max_ms >= LINK_DEAD_AFTER_MS:  # a dead link is redialled within one more interval
+            raise LocalProtocolError(f"TransportLimits.backoff_max_ms must be below LINK_DEAD_AFTER_MS {LINK_DEAD_AFTER_MS}")
 
 
 class LinkFilter(Protocol):
     """A hook for test networks (`qora_p2p.testnet.faults`): per message, whether it goes out, and
-    whether and when a received one is delivered. A production transport has none."""
+    whether and when a received one is delivered. A production transport has none. Keepalives are
+    not messages: a filtered link stays up."""
 
     def outgoing(self, peer: int) -> bool:
         """Whether to send a message to ``peer`` now (False drops it)."""
@@ -104,13 +143,15 @@ class PeerStatistics:
     dropped: int
     penalties: int
     rate_limited: int
-
-
+    dead_links: int  # connections closed because nothing arrived in time
+    keepalives_sent: int
+    keepalives_received: int
 
 
 class _Peer:
-    def __init__(self, index: int, key: bytes, host: str, port: int) -> None:
-        self.index, self.key, self.host, self.port = index, key, host, port
+    def __init__(self, index: int, name: str, key: bytes, address: tuple[str, int], limits: TransportLimits) -> None:
+        self.index, self.name, self.key = index, name, key
+        self.host, self.port = address
         self.queue: deque[bytes] = deque()
         self.queued_bytes = 0
         self.queue_peak_bytes = 0
@@ -123,6 +164,24 @@ class _Peer:
         self.penalties = 0  # on the current connection
         self.tokens = 0.0
         self.tokens_at = 0.0
+        self.dead_links = self.keepalives_sent = self.keepalives_received = 0
+        self.backoff = Backoff(limits.backoff_initial_ms / 1000, limits.backoff_max_ms / 1000)
+        self.dial_attempts = 0
+        self.dial_error: str | None = None  # of the last failed dial
+
+
+class _LinkDead(Exception):
+    """Nothing arrived on a connection for LINK_DEAD_AFTER_MS while its reader waited."""
+
+
+def _socket_address(stream: trio.abc.Stream) -> str | None:
+    """The remote IP address of a TCP stream; None if there is none (it already hung up)."""
+    if not isinstance(stream, trio.SocketStream):
+        raise LocalProtocolError(f"a listener handed us a {type(stream).__name__}; pass address_of for it")
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return None
 
 
 class Transport:
@@ -135,6 +194,8 @@ class Transport:
         limits: see `TransportLimits`.
         channel_limits: frame and handshake limits (message size is raised to the genesis maximum).
         link_filter: test networks only: drops or delays messages (`LinkFilter`).
+        open_stream: ``async (host, port) -> stream`` to dial with (`trio.open_tcp_stream`; tests
+            pass an in-memory network).
     """
 
     def __init__(
@@ -147,6 +208,7 @@ class Transport:
         limits: TransportLimits = TransportLimits(),
         channel_limits: ChannelLimits | None = None,
         link_filter: LinkFilter | None = None,
+        open_stream: OpenStream = trio.open_tcp_stream,
     ) -> None:
         me = genesis.member_index(identity.public_key)
         if me is None:
@@ -164,33 +226,54 @@ class Transport:
         self.queue_bytes_max = max(limits.send_queue_bytes_min, 16 * (4 * genesis.model.dimension + 1024))
         self.members = frozenset(member.public_key for member in genesis.members)
         self.peers = {
-            index: _Peer(index, member.public_key, member.host, member.port)
+            index: _Peer(index, member.name, member.public_key, (member.host, member.port), limits)
             for index, member in enumerate(genesis.members)
             if index != me
         }
         self.by_key = {peer.key: peer for peer in self.peers.values()}
         self.on_message, self.on_connected = on_message, on_connected
+        self.open_stream = open_stream
         self.handshakes = 0
         self.per_address: dict[str, int] = {}
         self.refused = 0
-        self._nursery: trio.Nursery | None = None
         self.listen_port: int | None = None
         self.link_filter = link_filter
         self.delayed = 0
         self.fault_dropped = 0
+        self.log = log.bind(member=me)
 
     # ------------------------------------------------------------------------------- running
 
     async def run(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on ``host:port`` and dial the members we dial, until cancelled."""
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        self.listen_port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            listeners = await nursery.start(partial(trio.serve_tcp, self._accept, port, host=host))
-            self.listen_port = listeners[0].socket.getsockname()[1]
+            await nursery.start(self.serve, listeners)
+            task_status.started(self.listen_port)
+
+    async def serve(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+        address_of: AddressOf = _socket_address,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept on ``listeners`` (closed on exit) and dial the members we dial, until cancelled.
+
+        ``address_of`` names the remote address of an accepted stream (the per-address limit).
+        """
+
+        async def accept(stream: trio.abc.Stream) -> None:
+            await self._accept(stream, address_of(stream))
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, accept, list(listeners))
             for peer in self.peers.values():
                 if peer.index > self.me:
                     nursery.start_soon(self._dial_forever, peer)
-            task_status.started(self.listen_port)
+            nursery.start_soon(self._log_while_alone)
+            task_status.started()
 
     def send(self, peer_index: int, data: bytes) -> None:
         """Queue ``data`` for ``peer_index``; drops the oldest queued message when the queue is full."""
@@ -218,9 +301,9 @@ class Transport:
         peer.penalties += 1
         peer.penalties_total += 1
         if peer.penalties == 1:
-            log.warning("peer_penalized", peer=peer_index, reason=reason)
+            self.log.warning("peer_penalized", peer=peer_index, reason=reason)
         if peer.penalties >= self.limits.penalties_max and peer.scope is not None:
-            log.warning("peer_disconnected", peer=peer_index, reason=f"{peer.penalties} violations", last=reason)
+            self.log.warning("peer_disconnected", peer=peer_index, reason=f"{peer.penalties} violations", last=reason)
             peer.scope.cancel()
 
     def connected(self) -> list[int]:
@@ -241,13 +324,35 @@ class Transport:
                 peer.dropped,
                 peer.penalties_total,
                 peer.rate_limited,
+                peer.dead_links,
+                peer.keepalives_sent,
+                peer.keepalives_received,
             )
             for index, peer in self.peers.items()
         }
 
+    async def _log_while_alone(self) -> None:
+        """Every WAITING_LOG_INTERVAL_MS with no peer connected, say whom we wait for and why."""
+        while True:
+            await trio.sleep(WAITING_LOG_INTERVAL_MS / 1000)
+            if not self.peers or self.connected():
+                continue
+            named = WAITING_LOGGED_PEERS_MAX
+            dialled = [peer for peer in self.peers.values() if peer.index > self.me]
+            dialling = {peer.name: f"{peer.host}:{peer.port}, {peer.dial_attempts} attempts, last: {peer.dial_error or 'connected, then closed'}" for peer in dialled[:named]}
+            awaiting = [peer.name for peer in self.peers.values() if peer.index < self.me]
+            self.log.info(
+                "waiting_for_peers",
+                listening=self.listen_port,
+                dialling=dialling,
+                dialling_others=max(0, len(dialled) - named),
+                awaiting_dial_from=awaiting[:named],
+                awaiting_others=max(0, len(awaiting) - named),
+            )
+
     # ------------------------------------------------------------------------------- dialing
 
-    async def _handshake(self, stream: trio.SocketStream, dialed: bytes | None) -> SecureChannel:
+    async def _handshake(self, stream: trio.abc.Stream, dialed: bytes | None) -> SecureChannel:
         """The channel handshake: as initiator towards ``dialed``, or as responder to any member."""
         return await open_channel(
             stream,
@@ -260,38 +365,36 @@ class Transport:
         )
 
     async def _dial_forever(self, peer: _Peer) -> None:
-        backoff = self.limits.backoff_initial_ms
         while True:
             started = trio.current_time()
+            peer.dial_attempts += 1
             try:
                 with trio.fail_after(self.limits.connect_timeout_ms / 1000):
-                    stream = await trio.open_tcp_stream(peer.host, peer.port)
+                    stream = await self.open_stream(peer.host, peer.port)
                 channel = await self._handshake(stream, peer.key)
             except (OSError, trio.TooSlowError, HandshakeError) as error:
-                if backoff >= self.limits.backoff_max_ms:
-                    log.debug("dial_failed", peer=peer.index, error=str(error))
+                peer.dial_error = str(error) or type(error).__name__
+                self.log.debug("dial_failed", peer=peer.index, error=peer.dial_error)
             else:
-                backoff = self.limits.backoff_initial_ms
+                peer.dial_error = None
                 dropped = await self._serve(peer, channel)
                 if dropped:
                     await trio.sleep(self.limits.reconnect_pause_ms / 1000)
-                if trio.current_time() - started > self.limits.backoff_max_ms / 1000:
-                    continue  # a connection that lived a while: redial at once
-            await trio.sleep(backoff / 1000)
-            backoff = min(self.limits.backoff_max_ms, backoff * 2)
+                elif trio.current_time() - started >= self.limits.connection_stable_ms / 1000:
+                    peer.backoff.reset()
+                    continue  # a connection that held: redial at once (the peer restarted, or the link died)
+            await trio.sleep(peer.backoff.next_s())
 
     # ------------------------------------------------------------------------------- accepting
 
-    async def _accept(self, stream: trio.SocketStream) -> None:
-        try:
-            address = str(stream.socket.getpeername()[0])
-        except OSError:
+    async def _accept(self, stream: trio.abc.Stream, address: str | None) -> None:
+        if address is None:
             await trio.aclose_forcefully(stream)
             return
         if self.handshakes >= self.limits.handshakes_max or self.per_address.get(address, 0) >= self.limits.handshakes_per_address_max:
             self.refused += 1
             if self.refused & (self.refused - 1) == 0:  # log the 1st, 2nd, 4th, 8th, ... refusal
-                log.warning("connection_refused", address=address, handshakes=self.handshakes, refused=self.refused)
+                self.log.warning("connection_refused", address=address, handshakes=self.handshakes, refused=self.refused)
             await trio.aclose_forcefully(stream)
             return
         self.handshakes += 1
@@ -299,7 +402,7 @@ class Transport:
         try:
             channel = await self._handshake(stream, None)
         except HandshakeError as error:
-            log.info("handshake_refused", address=address, error=str(error))
+            self.log.info("handshake_refused", address=address, error=str(error))
             return
         finally:
             # Only unauthenticated connections count against an address: once a handshake
@@ -324,7 +427,7 @@ class Transport:
         peer.scope, peer.channel, peer.penalties = scope, channel, 0
         peer.connections += 1
         peer.tokens, peer.tokens_at = float(self.limits.messages_burst), trio.current_time()
-        log.info("peer_connected", peer=peer.index, connections=peer.connections)
+        self.log.info("peer_connected", peer=peer.index, connections=peer.connections)
         reason = "closed"
         try:
             with scope:
@@ -339,7 +442,7 @@ class Transport:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(channel)
         dropped = peer.penalties >= self.limits.penalties_max
-        log.info("peer_gone", peer=peer.index, reason="dropped for violations" if dropped else reason)
+        self.log.info("peer_gone", peer=peer.index, reason="dropped for violations" if dropped else reason)
         return dropped
 
     async def _writer(self, peer: _Peer, channel: SecureChannel) -> None:
@@ -347,7 +450,11 @@ class Transport:
             while True:
                 while not peer.queue:
                     peer.wakeup = trio.Event()
-                    await peer.wakeup.wait()
+                    with trio.move_on_after(KEEPALIVE_INTERVAL_MS / 1000) as idle:
+                        await peer.wakeup.wait()
+                    if idle.cancelled_caught and not peer.queue:
+                        await channel.send_keepalive()
+                        peer.keepalives_sent += 1
                 data = peer.queue.popleft()
                 peer.queued_bytes -= len(data)
                 await channel.send(data)
@@ -380,11 +487,27 @@ class Transport:
         nursery.start_soon(later)
         return False
 
-    async def _reader(self, peer: _Peer, channel: SecureChannel, nursery: trio.Nursery) -> str:
+    async def _receive_live(self, channel: SecureChannel) -> bytes | None:
+        """The next message (or None: a keepalive), or `_LinkDead` once LINK_DEAD_AFTER_MS pass
+        with no frame at all; a frame of a message still arriving counts as life."""
+        frames = channel.statistics().frames_received
+        heard = trio.current_time()
+        while True:
+            with trio.move_on_at(heard + LINK_DEAD_AFTER_MS / 1000):
+                return await channel.receive_or_keepalive()  # resumable: a cancelled receive loses nothing
+            seen = channel.statistics().frames_received
+            if seen == frames:
+                raise _LinkDead(f"nothing received for {LINK_DEAD_AFTER_MS} ms")
+            frames, heard = seen, trio.current_time()
+
+    async def _reader(self, peer: _Peer, channel: SecureChannel, nursery: trio.Nursery) -> str:  # noqa: PLR0912 (one branch per way a frame or a connection ends)
         limits = self.limits
         while True:
             try:
-                data = await channel.receive()
+                data = await self._receive_live(channel)
+            except _LinkDead as error:
+                peer.dead_links += 1
+                return f"link dead: {error}"
             except ChannelClosed:
                 return "peer closed the connection"
             except RemoteProtocolError as error:
@@ -392,8 +515,11 @@ class Transport:
                 return f"channel error: {error}"
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
                 return f"connection lost: {error}"
-            peer.messages_received += 1
-            peer.bytes_received += len(data)
+            if data is None:
+                peer.keepalives_received += 1
+            else:
+                peer.messages_received += 1
+                peer.bytes_received += len(data)
             now = trio.current_time()
             peer.tokens = min(float(limits.messages_burst), peer.tokens + (now - peer.tokens_at) * limits.messages_per_second)
             peer.tokens_at = now
@@ -403,6 +529,8 @@ class Transport:
                     self.penalize(peer.index, f"over {limits.messages_per_second:g} messages per second")
                 continue
             peer.tokens -= 1
+            if data is None:
+                continue
             try:
                 message = decode(data, self.message_limits)
             except MessageError as error:

@@ -1,15 +1,29 @@
-"""Transport limits that need no network: bounded send queues, injected link faults, and the
-penalty limit that drops a misbehaving connection (over an in-memory stream)."""
+"""Transport: bounded send queues, injected link faults, penalties; then whole transports on an
+in-memory network under a virtual clock: silent links, keepalives, restarts."""
 
 from __future__ import annotations
 
+import errno
+from collections import defaultdict
+
+import pytest
+import structlog
+import structlog.testing
 import trio
 import trio.testing
 
+from qora_p2p.errors import ChannelClosed
 from qora_p2p.identity import Identity
-from qora_p2p.node.channel import open_channel
-from qora_p2p.node.transport import Transport, TransportLimits
+from qora_p2p.node.channel import SecureChannel, open_channel
+from qora_p2p.node.transport import (
+    KEEPALIVE_INTERVAL_MS,
+    LINK_DEAD_AFTER_MS,
+    WAITING_LOG_INTERVAL_MS,
+    Transport,
+    TransportLimits,
+)
 from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
+from qora_p2p.protocol.messages import Hello, Message
 from qora_p2p.testnet.faults import FaultInjector, LinkFaults
 
 
@@ -83,3 +97,290 @@ async def test_a_peer_sending_garbage_is_disconnected_after_the_penalty_limit():
         nursery.cancel_scope.cancel()
     assert dropped and delivered == []
     assert transport.statistics()[1].penalties >= 5 and not transport.statistics()[1].connected
+
+
+# ---------------------------------------------------------------------------------------------
+# Transports on an in-memory network, under a virtual clock (autojump_clock): links that go
+# silent, restarts. Waits are for a condition; elapsed times are virtual.
+
+LOOPBACK = "127.0.0.1"
+GARBAGE = b"\xc1 not msgpack"
+HELLO = Hello(1, 1, bytes(32)).encode()
+
+
+class Link:
+    """One connection of the memory network; ``cut`` silences it like a pulled cable."""
+
+    def __init__(self) -> None:
+        self.cut = False
+
+
+class LinkStream(trio.abc.Stream):
+    """One end of an in-memory connection. Once its link is cut nothing more is delivered either
+    way and nobody is told: no EOF, no error, no FIN when an end closes."""
+
+    def __init__(self, inner: trio.abc.Stream, link: Link, address: str) -> None:
+        self.inner, self.link, self.address = inner, link, address
+
+    async def send_all(self, data) -> None:
+        if self.link.cut:
+            await trio.lowlevel.checkpoint()
+            return
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes=None) -> bytes | bytearray:
+        if not self.link.cut:
+            data = await self.inner.receive_some(max_bytes)
+            if not self.link.cut:
+                return data
+        await trio.sleep_forever()
+
+    async def aclose(self) -> None:
+        if self.link.cut:
+            await trio.lowlevel.checkpoint()  # the FIN is lost too
+        else:
+            await self.inner.aclose()
+
+
+class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
+    def __init__(self, network: MemoryNetwork, port: int, backlog: int) -> None:
+        self.network, self.port = network, port
+        self.backlog_send, self.backlog = trio.open_memory_channel[trio.abc.Stream](backlog)
+        self.accepted_at: list[float] = []
+
+    async def accept(self) -> trio.abc.Stream:
+        stream = await self.backlog.receive()
+        self.accepted_at.append(trio.current_time())
+        return stream
+
+    async def aclose(self) -> None:
+        if self.network.listeners.get(self.port) is self:
+            del self.network.listeners[self.port]
+        self.backlog.close()
+        await trio.lowlevel.checkpoint()
+
+
+class MemoryNetwork:
+    """Loopback addresses only: ``connect`` reaches whatever listens on a port of 127.0.0.1, from
+    any 127.x.y.z source address, or is refused like a closed TCP port."""
+
+    def __init__(self) -> None:
+        self.listeners: dict[int, MemoryListener] = {}
+        self.links: list[Link] = []
+
+    def listen(self, port: int, backlog: int = 128) -> MemoryListener:
+        listener = MemoryListener(self, port, backlog)
+        self.listeners[port] = listener
+        return listener
+
+    async def connect(self, host: str, port: int, source: str = LOOPBACK) -> trio.abc.Stream:
+        assert host == LOOPBACK and source.startswith("127.")
+        await trio.lowlevel.checkpoint()
+        listener = self.listeners.get(port)
+        if listener is None:
+            raise ConnectionRefusedError(errno.ECONNREFUSED, f"connection to {host}:{port} refused")
+        ours, theirs = trio.testing.memory_stream_pair()
+        link = Link()
+        try:
+            listener.backlog_send.send_nowait(LinkStream(theirs, link, source))
+        except trio.WouldBlock:
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "backlog full") from None
+        self.links.append(link)
+        return LinkStream(ours, link, host)
+
+    def cut_all(self) -> None:
+        for link in self.links:
+            link.cut = True
+
+
+def address_of(stream):
+    return stream.address
+
+
+class Network:
+    """Members of one genesis, each a Transport on the memory network, started and stopped at will.
+    ``connected[(a, b)]`` lists the times member a's transport reported a channel to b."""
+
+    def __init__(self, nursery: trio.Nursery, size: int, limits: TransportLimits | None = None) -> None:
+        self.nursery, self.limits = nursery, limits or TransportLimits()
+        self.identities = [Identity.from_seed(bytes([7, index]) * 16) for index in range(size)]
+        members = tuple(Member(f"m{index}", identity.public_key, LOOPBACK, 9300 + index) for index, identity in enumerate(self.identities))
+        self.genesis = Genesis("transport-links", members, ModelSpec("synthetic", 16, 0), "median", {})
+        self.network = MemoryNetwork()
+        self.transports: dict[int, Transport] = {}
+        self.listeners: dict[int, MemoryListener] = {}
+        self.scopes: dict[int, trio.CancelScope] = {}
+        self.connected: defaultdict[tuple[int, int], list[float]] = defaultdict(list)
+        self.delivered: defaultdict[int, list[tuple[int, Message]]] = defaultdict(list)
+        self.hold: trio.Event | None = None  # while set and not fired, delivering a message blocks
+        self.progress = trio.Event()
+
+    def _signal(self) -> None:
+        self.progress.set()
+        self.progress = trio.Event()
+
+    async def start(self, index: int) -> Transport:
+        def on_connected(peer: int) -> None:
+            self.connected[(index, peer)].append(trio.current_time())
+            self._signal()
+
+        async def on_message(peer: int, message: Message) -> None:
+            self.delivered[index].append((peer, message))
+            self._signal()
+            if self.hold is not None:
+                await self.hold.wait()
+
+        transport = Transport(self.genesis, self.identities[index], on_message, on_connected, limits=self.limits, open_stream=self.network.connect)
+        scope = trio.CancelScope()
+
+        async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                listener = self.network.listen(self.genesis.members[index].port)
+                self.listeners[index] = listener
+                await transport.serve([listener], address_of, task_status=task_status)
+
+        self.transports[index], self.scopes[index] = transport, scope
+        await self.nursery.start(run)
+        return transport
+
+    def stop(self, index: int) -> None:
+        self.scopes[index].cancel()
+
+    async def until(self, condition, timeout_s: float = 120) -> None:
+        """Wait for ``condition()``, checked at every connection and delivery (exact times)."""
+        with trio.fail_after(timeout_s):
+            while not condition():
+                await self.progress.wait()
+
+    async def poll(self, condition, timeout_s: float = 120) -> float:
+        """Wait for ``condition()``, checked every 10 virtual ms; the time it first held."""
+        with trio.fail_after(timeout_s):
+            while not condition():
+                await trio.sleep(0.01)
+        return trio.current_time()
+
+    def count(self, a: int, b: int) -> int:
+        return len(self.connected[(a, b)])
+
+    async def open_as(self, index: int, target: int, source: str = LOOPBACK) -> SecureChannel:
+        """A hand-driven member ``index`` dialling ``target`` (for misbehaving on purpose)."""
+        stream = await self.network.connect(LOOPBACK, self.genesis.members[target].port, source)
+        return await open_channel(
+            stream,
+            self.identities[index],
+            genesis_hash=self.genesis.hash,
+            members=frozenset(identity.public_key for identity in self.identities),
+            initiator=True,
+            expected_peer=self.identities[target].public_key,
+        )
+
+
+async def closed_by_peer(channel: SecureChannel) -> bool:
+    """Read (skipping keepalives) until the other end closes; True once it has."""
+    try:
+        while True:
+            await channel.receive()
+    except ChannelClosed:
+        return True
+
+
+async def test_a_silently_dropped_link_is_noticed_and_redialled(autojump_clock):
+    """A link that stops delivering without closing (no FIN, no RST) is closed by the dialer
+    within LINK_DEAD_AFTER_MS of the last keepalive it heard, and redialled at once; the new
+    link carries messages again."""
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery, 2)
+        first, second = await net.start(0), await net.start(1)
+        await net.until(lambda: net.count(0, 1) == net.count(1, 0) == 1)
+        await trio.sleep(TransportLimits().connection_stable_ms / 1000)  # a connection that held
+        cut = trio.current_time()
+        net.network.cut_all()
+        await net.until(lambda: net.count(0, 1) == net.count(1, 0) == 2)
+        elapsed_s = trio.current_time() - cut
+        assert (LINK_DEAD_AFTER_MS - KEEPALIVE_INTERVAL_MS) / 1000 <= elapsed_s <= LINK_DEAD_AFTER_MS / 1000
+        assert first.statistics()[1].dead_links == 1
+        first.send(1, HELLO)
+        await net.until(lambda: len(net.delivered[1]) == 1)
+        assert first.connected() == [1] and second.connected() == [0]
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_idle_link_lives_on_keepalives_that_never_reach_the_node(autojump_clock):
+    """A minute without messages: keepalives flow both ways every KEEPALIVE_INTERVAL_MS, the link
+    is never declared dead, and the node receives exactly the one message sent, no keepalive."""
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery, 2)
+        first, second = await net.start(0), await net.start(1)
+        await net.until(lambda: net.count(0, 1) == net.count(1, 0) == 1)
+        first.send(1, HELLO)
+        await net.until(lambda: len(net.delivered[1]) == 1)
+        await trio.sleep(60)
+        assert net.count(0, 1) == net.count(1, 0) == 1
+        for transport, peer in ((first, 1), (second, 0)):
+            stats = transport.statistics()[peer]
+            assert stats.dead_links == 0 and stats.keepalives_received >= 60 * 1000 // KEEPALIVE_INTERVAL_MS - 2
+        assert [peer for peer, _ in net.delivered[1]] == [0] and net.delivered[0] == []
+        assert second.statistics()[0].messages_received == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_busy_node_does_not_declare_its_peers_dead(autojump_clock):
+    """While the node takes 30 s over one message (the reader waits on it), the link is not
+    judged: only time spent waiting for frames counts towards LINK_DEAD_AFTER_MS."""
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery, 2)
+        first, second = await net.start(0), await net.start(1)
+        await net.until(lambda: net.count(0, 1) == net.count(1, 0) == 1)
+        net.hold = trio.Event()
+        first.send(1, HELLO)
+        await trio.sleep(30)
+        net.hold.set()
+        await trio.sleep(30)
+        assert net.count(0, 1) == net.count(1, 0) == 1
+        assert first.statistics()[1].dead_links == second.statistics()[0].dead_links == 0
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("restarted", [0, 1, 2])
+async def test_a_restarted_member_is_reconnected_within_the_backoff_cap(autojump_clock, restarted):
+    """Whatever its index (member 0 dials both others, 1 dials one, 2 is dialled by both), a
+    member that was down long enough for every backoff to reach its cap has all its links back
+    within backoff_max_ms of listening again, one connection per pair."""
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery, 3)
+        for index in range(3):
+            await net.start(index)
+        pairs = [(a, b) for a in range(3) for b in range(3) if a != b]
+        await net.until(lambda: all(net.count(a, b) == 1 for a, b in pairs))
+        net.stop(restarted)
+        await trio.sleep(30)
+        listening = trio.current_time()
+        await net.start(restarted)
+        mine = [(a, b) for a, b in pairs if restarted in (a, b)]
+        await net.until(lambda: all(net.count(a, b) == 2 for a, b in mine))
+        assert trio.current_time() - listening <= TransportLimits().backoff_max_ms / 1000
+        for index in range(3):
+            assert net.transports[index].connected() == [peer for peer in range(3) if peer != index]
+        assert all(net.count(a, b) == 1 for a, b in pairs if restarted not in (a, b))
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_node_alone_says_what_it_waits_for(autojump_clock):
+    """With no peer connected, a line every WAITING_LOG_INTERVAL_MS names whom we dial (address
+    and last error) and who should dial us; it stops once a peer connects."""
+    with structlog.testing.capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            net = Network(nursery, 3)
+            await net.start(1)
+            await trio.sleep(3 * WAITING_LOG_INTERVAL_MS / 1000 + 0.5)
+            await net.start(0)
+            await net.until(lambda: net.count(1, 0) == 1)
+            await trio.sleep(3 * WAITING_LOG_INTERVAL_MS / 1000)
+            nursery.cancel_scope.cancel()
+    waiting = [line for line in logs if line["event"] == "waiting_for_peers"]
+    assert len(waiting) == 3
+    assert waiting[0]["awaiting_dial_from"] == ["m0"] and list(waiting[0]["dialling"]) == ["m2"]
+    assert "127.0.0.1:9302" in waiting[0]["dialling"]["m2"] and "refused" in waiting[0]["dialling"]["m2"]
