@@ -1,4 +1,4 @@
-"""What the transport remembers about a member across its connections: budgets, penalties, backoff.
+"""What the transport remembers about a member across its connections: limits, budgets, penalties.
 
 Theory of operation
 -------------------
@@ -18,15 +18,23 @@ an argument (seconds on the Trio clock), so tests drive them with plain numbers.
   it ends. The cool-down doubles with each crossing up to ``cooldown_max_s``; a member that has
   not crossed for ``memory_s`` starts over at ``cooldown_initial_s``.
 * `Backoff`: redial delays, doubling from ``initial_s`` up to ``max_s``; reset once a connection held.
+
+`PeerState` holds one member's structures, its queue and counters, and its live connection (at
+most one); `TransportLimits` sets them all.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
+from dataclasses import dataclass
+
+import trio
 
 from qora_p2p.errors import LocalProtocolError
+from qora_p2p.node.channel import SecureChannel
 
-__all__ = ["Backoff", "Penalties", "TokenBucket"]
+__all__ = ["Backoff", "Connection", "PeerState", "PeerStatistics", "Penalties", "TokenBucket", "TransportLimits"]
 
 DOUBLINGS_MAX = 64  # a cool-down or backoff doubles at most this often (no float overflow)
 
@@ -144,3 +152,138 @@ class Backoff:
 
     def reset(self) -> None:
         self.delay_s = self.initial_s
+
+
+@dataclass(frozen=True, slots=True)
+class TransportLimits:
+    """Per-peer and per-listener limits of the transport, each per time window where it can be."""
+
+    send_queue_messages_max: int = 4096  # per peer: a round's gossip is far below this
+    send_queue_bytes_min: int = 32 << 20  # per peer; raised to hold 16 largest messages if P is large
+    messages_per_second: float = 2_000.0  # per peer, sustained, keepalives included; votes and gossip of n = 1024 fit
+    messages_burst: int = 8_192  # per peer, the bucket's depth (a sync burst, a round's votes)
+    bytes_per_second_min: int = 32 << 20  # per peer, sustained; raised to 4 largest messages a second
+    bytes_burst_min: int = 64 << 20  # per peer; raised to 8 largest messages (a round's updates and a catch-up)
+    penalties_max: int = 32  # per peer within penalty_window_ms, then it is disconnected and cooled down
+    penalty_window_ms: int = 60_000  # the score drains by penalties_max over this long
+    cooldown_initial_ms: int = 5_000  # a peer's first cool-down; each further one doubles it
+    cooldown_max_ms: int = 300_000  # so a persistent offender costs us one handshake every few minutes
+    cooldown_memory_ms: int = 3_600_000  # a peer not cooled down for this long starts over at the first
+    connections_per_minute: float = 6.0  # per member that dials us, sustained: restarts and dead links
+    connections_burst: int = 8  # per member that dials us: a few restarts in a row
+    handshakes_max: int = 16  # unauthenticated inbound handshakes at once, all addresses together
+    handshakes_per_address_max: int = 4  # unauthenticated inbound handshakes from one IP address
+    accepts_per_second: float = 16.0  # connections taken from the listen backlog, sustained
+    accepts_burst: int = 64  # connections accepted back to back before accepting pauses
+    connect_timeout_ms: int = 5_000
+    backoff_initial_ms: int = 250  # the first redial after a failed one
+    backoff_max_ms: int = 1_000  # the longest wait between redials: a restarted peer is found this fast
+    connection_stable_ms: int = 10_000  # a connection that lived this long resets the backoff
+    inbox_messages_max: int = 1_024  # decoded messages waiting for the node, all peers together
+
+    def __post_init__(self) -> None:
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise LocalProtocolError(f"TransportLimits.{name} must be positive, got {value!r}")
+        ordered = [
+            ("backoff_initial_ms", "backoff_max_ms"),
+            ("backoff_max_ms", "connection_stable_ms"),
+            ("cooldown_initial_ms", "cooldown_max_ms"),
+            ("cooldown_max_ms", "cooldown_memory_ms"),
+            ("handshakes_per_address_max", "handshakes_max"),
+        ]
+        for low, high in ordered:
+            if getattr(self, low) > getattr(self, high):
+                raise LocalProtocolError(f"TransportLimits.{low} exceeds {high}")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatistics:
+    connected: bool
+    connections: int
+    messages_sent: int
+    messages_received: int
+    bytes_sent: int
+    bytes_received: int
+    queued_messages: int
+    queued_bytes: int
+    queue_peak_bytes: int
+    dropped: int
+    penalties: int  # every violation ever counted
+    rate_limited: int
+    penalty_score: float  # now; penalties_max starts a cool-down
+    cooldowns: int  # times disconnected for violations
+    cooldown_s: float  # left of the current cool-down
+    refused: int  # authenticated channels from this member we closed (cool-down, role, rate)
+    dead_links: int  # connections closed because nothing arrived in time
+    keepalives_sent: int
+    keepalives_received: int
+    throttled: int  # times the reader paused for the byte budget
+
+
+class Connection:
+    """One established channel to a member, the scope of its tasks, and why it ended."""
+
+    def __init__(self, channel: SecureChannel) -> None:
+        self.channel = channel
+        self.scope = trio.CancelScope()
+        self.reason: str | None = None  # set by whoever ends it from outside its reader
+
+
+class PeerState:
+    """Everything the transport keeps about one other member, across its connections."""
+
+    def __init__(self, index: int, name: str, key: bytes, address: tuple[str, int], limits: TransportLimits, bytes_budget: TokenBucket) -> None:
+        self.index, self.name, self.key = index, name, key
+        self.host, self.port = address
+        self.queue: deque[bytes] = deque()
+        self.queued_bytes = 0
+        self.queue_peak_bytes = 0
+        self.wakeup = trio.Event()
+        self.connection: Connection | None = None  # at most one
+        self.connections = 0
+        self.messages_sent = self.messages_received = self.bytes_sent = self.bytes_received = 0
+        self.dropped = self.rate_limited = self.refused = self.dead_links = self.throttled = 0
+        self.keepalives_sent = self.keepalives_received = 0
+        self.messages = TokenBucket(limits.messages_per_second, limits.messages_burst)
+        self.bytes = bytes_budget
+        self.arrivals = TokenBucket(limits.connections_per_minute / 60, limits.connections_burst)
+        self.penalties = Penalties(
+            limits.penalties_max,
+            limits.penalty_window_ms / 1000,
+            limits.cooldown_initial_ms / 1000,
+            limits.cooldown_max_ms / 1000,
+            limits.cooldown_memory_ms / 1000,
+        )
+        self.backoff = Backoff(limits.backoff_initial_ms / 1000, limits.backoff_max_ms / 1000)
+        self.dial_attempts = 0
+        self.dial_error: str | None = None  # of the last failed dial
+
+    @property
+    def channel(self) -> SecureChannel | None:
+        return None if self.connection is None else self.connection.channel
+
+    def statistics(self, now: float) -> PeerStatistics:
+        return PeerStatistics(
+            connected=self.connection is not None,
+            connections=self.connections,
+            messages_sent=self.messages_sent,
+            messages_received=self.messages_received,
+            bytes_sent=self.bytes_sent,
+            bytes_received=self.bytes_received,
+            queued_messages=len(self.queue),
+            queued_bytes=self.queued_bytes,
+            queue_peak_bytes=self.queue_peak_bytes,
+            dropped=self.dropped,
+            penalties=self.penalties.total,
+            rate_limited=self.rate_limited,
+            penalty_score=round(self.penalties.current(now), 3),
+            cooldowns=self.penalties.cooldowns,
+            cooldown_s=round(self.penalties.cooldown_s(now), 3),
+            refused=self.refused,
+            dead_links=self.dead_links,
+            keepalives_sent=self.keepalives_sent,
+            keepalives_received=self.keepalives_received,
+            throttled=self.throttled,
+        )

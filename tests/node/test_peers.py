@@ -1,8 +1,13 @@
-"""Per-member budgets, penalties and backoff as pure counters over explicit time."""
+"""Per-member budgets, penalties and backoff as pure counters over explicit time, and the limits
+that configure them."""
 
 import pytest
 
-from qora_p2p.node.peers import Backoff, Penalties, TokenBucket
+from qora_p2p.errors import LocalProtocolError
+from qora_p2p.identity import Identity
+from qora_p2p.node.peers import Backoff, Penalties, TokenBucket, TransportLimits
+from qora_p2p.node.transport import LINK_DEAD_AFTER_MS, Transport
+from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 
 
 def test_a_token_bucket_allows_its_burst_then_its_rate():
@@ -77,3 +82,26 @@ def test_backoff_doubles_to_its_cap_and_resets():
     assert [backoff.next_s() for _ in range(5)] == [0.25, 0.5, 1.0, 1.0, 1.0]
     backoff.reset()
     assert backoff.next_s() == 0.25
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"backoff_initial_ms": 2_000, "backoff_max_ms": 1_000}, "backoff_initial_ms exceeds backoff_max_ms"),
+        ({"cooldown_initial_ms": 600_000}, "cooldown_initial_ms exceeds cooldown_max_ms"),
+        ({"handshakes_per_address_max": 17}, "handshakes_per_address_max exceeds handshakes_max"),
+        ({"penalties_max": 0}, "penalties_max must be positive"),
+    ],
+)
+def test_transport_limits_refuse_inconsistent_values(changes, problem):
+    with pytest.raises(LocalProtocolError, match=problem):
+        TransportLimits(**changes)
+
+
+def test_a_transport_refuses_a_backoff_that_outlasts_a_dead_link():
+    """A redial must come within one more dead-link interval: backoff_max_ms below LINK_DEAD_AFTER_MS."""
+    identities = [Identity.from_seed(bytes([5, index]) * 16) for index in range(2)]
+    genesis = Genesis("limits", tuple(Member(f"m{i}", ident.public_key, "127.0.0.1", 9400 + i) for i, ident in enumerate(identities)), ModelSpec("synthetic", 16, 0), "median", {})
+    limits = TransportLimits(backoff_max_ms=LINK_DEAD_AFTER_MS, connection_stable_ms=LINK_DEAD_AFTER_MS)
+    with pytest.raises(LocalProtocolError, match="backoff_max_ms must be below LINK_DEAD_AFTER_MS"):
+        Transport(genesis, identities[0], lambda peer, message: None, lambda peer: None, limits=limits)

@@ -1,5 +1,6 @@
 """Transport: bounded send queues, injected link faults, penalties; then whole transports on an
-in-memory network under a virtual clock: silent links, keepalives, restarts."""
+in-memory network under a virtual clock: silent links, keepalives, restarts, per-member penalties
+and budgets that survive reconnects, and floods of the accept side."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import trio.testing
 
 from qora_p2p.errors import ChannelClosed
 from qora_p2p.identity import Identity
-from qora_p2p.node.channel import SecureChannel, open_channel
+from qora_p2p.node.channel import ChannelLimits, SecureChannel, open_channel
 from qora_p2p.node.transport import (
     KEEPALIVE_INTERVAL_MS,
     LINK_DEAD_AFTER_MS,
@@ -33,7 +34,7 @@ def _transport(limits: TransportLimits) -> Transport:
     return Transport(genesis, identities[0], lambda peer, message: None, lambda peer: None, limits=limits)
 
 
-def test_a_dead_peer_costs_bounded_memory_and_keeps_the_newest_messages():
+async def test_a_dead_peer_costs_bounded_memory_and_keeps_the_newest_messages():
     """Sending to a peer that never drains: the queue stops at its message limit, the oldest
     messages are the ones dropped, and the drops are counted."""
     transport = _transport(TransportLimits(send_queue_messages_max=100))
@@ -45,7 +46,7 @@ def test_a_dead_peer_costs_bounded_memory_and_keeps_the_newest_messages():
     assert stats.queued_bytes == 100 * 256
 
 
-def test_queue_byte_limit_holds_with_large_messages():
+async def test_queue_byte_limit_holds_with_large_messages():
     """The byte limit binds before the message limit when messages are large."""
     transport = _transport(TransportLimits(send_queue_bytes_min=1 << 20))
     assert transport.queue_bytes_max == 1 << 20
@@ -55,7 +56,7 @@ def test_queue_byte_limit_holds_with_large_messages():
     assert stats.queued_bytes <= 1 << 20 and stats.queued_messages == 10 and stats.dropped == 40
 
 
-def test_blocked_peers_get_nothing():
+async def test_blocked_peers_get_nothing():
     """An injected partition drops what we send to the blocked member, and only to it."""
     transport = _transport(TransportLimits())
     transport.link_filter = FaultInjector(0, LinkFaults(blocked=frozenset({3})))
@@ -101,7 +102,7 @@ async def test_a_peer_sending_garbage_is_disconnected_after_the_penalty_limit():
 
 # ---------------------------------------------------------------------------------------------
 # Transports on an in-memory network, under a virtual clock (autojump_clock): links that go
-# silent, restarts. Waits are for a condition; elapsed times are virtual.
+# silent, restarts, floods. Waits are for a condition; elapsed times are virtual.
 
 LOOPBACK = "127.0.0.1"
 GARBAGE = b"\xc1 not msgpack"
@@ -365,6 +366,152 @@ async def test_a_restarted_member_is_reconnected_within_the_backoff_cap(autojump
         for index in range(3):
             assert net.transports[index].connected() == [peer for peer in range(3) if peer != index]
         assert all(net.count(a, b) == 1 for a, b in pairs if restarted not in (a, b))
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_penalised_member_that_reconnects_is_still_penalised(autojump_clock):
+    """Penalties belong to the member, not the connection: once dropped it is refused for the
+    cool-down, and after it one more violation drops it again, for twice as long."""
+    limits = TransportLimits(penalties_max=4, penalty_window_ms=60_000, cooldown_initial_ms=5_000)
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery, 2, limits)
+        victim = await net.start(1)
+        channel = await net.open_as(0, 1)
+        for _ in range(4):
+            await channel.send(GARBAGE)
+        assert await closed_by_peer(channel)
+        stats = victim.statistics()[0]
+        assert stats.cooldowns == 1 and stats.cooldown_s == 5.0 and stats.penalties == 4
+
+        channel = await net.open_as(0, 1)  # at once: the handshake completes, the channel is closed
+        assert await closed_by_peer(channel)
+        assert victim.statistics()[0].refused == 1 and victim.connected() == []
+
+        await trio.sleep(victim.statistics()[0].cooldown_s)
+        channel = await net.open_as(0, 1)
+        await channel.send(GARBAGE)  # one violation is enough now, not four
+        assert await closed_by_peer(channel)
+        stats = victim.statistics()[0]
+        assert stats.cooldowns == 2 and stats.cooldown_s == 10.0 and stats.penalties == 5
+        assert net.delivered[1] == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_message_budget_survives_a_reconnect(autojump_clock):
+    """A member that spent its message burst gets no fresh one by reconnecting: what it sends on
+    the new connection is over budget and dropped."""
+    limits = TransportLimits(messages_burst=10, messages_per_second=0.01)
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery, 2, limits)
+        victim = await net.start(1)
+        channel = await net.open_as(0, 1)
+        for _ in range(10):
+            await channel.send(HELLO)
+        await net.until(lambda: len(net.delivered[1]) == 10)
+        await channel.aclose()
+        channel = await net.open_as(0, 1)
+        for _ in range(5):
+            await channel.send(HELLO)
+        await net.poll(lambda: victim.statistics()[0].rate_limited == 5)
+        assert len(net.delivered[1]) == 10 and victim.statistics()[0].connections == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_received_bytes_are_paced_per_member_not_dropped(autojump_clock):
+    """A member sending large messages faster than its byte budget is read more slowly (TCP
+    pushes back), not cut off: every message is still processed, no sooner than the budget
+    allows, and the link is not judged dead while the reader pauses."""
+    limits = TransportLimits(bytes_per_second_min=1, bytes_burst_min=1, penalties_max=1_000)
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery, 2, limits)
+        victim = await net.start(1)
+        largest = victim.message_limits.message_bytes_max
+        assert (victim.bytes_per_second, victim.bytes_burst) == (4 * largest, 8 * largest)
+        channel = await net.open_as(0, 1)
+        started = trio.current_time()
+        count = 40
+
+        async def flood() -> None:
+            for _ in range(count):
+                await channel.send(GARBAGE + bytes(largest - len(GARBAGE)))
+
+        nursery.start_soon(flood)
+        done = await net.poll(lambda: victim.statistics()[0].penalties == count)  # each one decoded
+        stats = victim.statistics()[0]
+        assert done - started >= (count * largest - victim.bytes_burst - largest) / victim.bytes_per_second
+        assert stats.throttled > 0 and stats.dead_links == 0 and victim.connected() == [0]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_handshake_flood_is_bounded_per_address_and_in_total(autojump_clock):
+    """Silent connections (slow-loris) from ten addresses: at most handshakes_per_address_max
+    handshake at once per address (the rest are closed at once) and handshakes_max in all (the rest
+    wait in the backlog); each is dropped after the handshake timeout, and the member that dials
+    us, retrying meanwhile, is connected once the flood has drained."""
+    limits = TransportLimits()
+    timeout_s = ChannelLimits().handshake_timeout_ms / 1000
+    per_address = 6
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery, 2, limits)
+        victim = await net.start(1)
+        closed_at: dict[str, list[float]] = defaultdict(list)
+        opened = trio.current_time()
+
+        async def silent(stream: trio.abc.Stream, address: str) -> None:
+            assert await stream.receive_some() == b""  # the member hangs up; nothing is ever sent
+            closed_at[address].append(trio.current_time() - opened)
+
+        addresses = [f"127.0.0.{2 + index}" for index in range(10)]
+        for address in addresses:  # in the backlog address by address
+            for _ in range(per_address):
+                nursery.start_soon(silent, await net.network.connect(LOOPBACK, 9301, source=address), address)
+        await trio.testing.wait_all_tasks_blocked()
+        assert victim.accept_statistics().handshakes == limits.handshakes_max
+        await net.start(0)
+        waves = -(-len(addresses) * limits.handshakes_per_address_max // limits.handshakes_max)
+        await net.until(lambda: victim.connected() == [0], timeout_s=(waves + 1) * timeout_s)
+        await net.poll(lambda: sum(map(len, closed_at.values())) == len(addresses) * per_address)
+        accepted = victim.accept_statistics()
+        assert accepted.handshakes_peak == limits.handshakes_max and accepted.handshakes == 0
+        assert accepted.address_peak == limits.handshakes_per_address_max and accepted.refused_address > 0
+        assert closed_at["127.0.0.2"] == [0.0] * (per_address - limits.handshakes_per_address_max) + [timeout_s] * limits.handshakes_per_address_max
+        assert all(moment <= waves * timeout_s for moments in closed_at.values() for moment in moments)
+        nursery.cancel_scope.cancel()
+
+
+async def test_accepting_pauses_after_a_burst(autojump_clock):
+    """Past accepts_burst connections back to back, the listener takes at most
+    accepts_per_second more a second, however many wait in its backlog."""
+    limits = TransportLimits(accepts_burst=8, accepts_per_second=2.0)
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery, 2, limits)
+        victim = await net.start(1)
+        for index in range(40):
+            stream = await net.network.connect(LOOPBACK, 9301, source=f"127.0.1.{index}")
+            await stream.aclose()  # each handshake fails at once: only the accept budget binds
+        listener = net.listeners[1]
+        await net.poll(lambda: len(listener.accepted_at) == 40)
+        times = listener.accepted_at
+        assert times[7] - times[0] < 0.5 and times[39] - times[0] >= (40 - 8 - 1) / 2.0
+        assert victim.accept_statistics().accept_pauses > 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_one_connection_per_member(autojump_clock):
+    """A second channel from a member that dials us replaces its first, which is closed; a channel
+    from a member we dial (it must not dial us) is refused."""
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery, 3)
+        victim = await net.start(1)
+        old = await net.open_as(0, 1)
+        new = await net.open_as(0, 1)
+        assert await closed_by_peer(old)
+        await new.send(HELLO)
+        await net.until(lambda: len(net.delivered[1]) == 1)
+        assert victim.connected() == [0] and victim.statistics()[0].connections == 2
+        wrong_way = await net.open_as(2, 1)
+        assert await closed_by_peer(wrong_way)
+        assert victim.statistics()[2].refused == 1 and victim.connected() == [0]
         nursery.cancel_scope.cancel()
 
 
