@@ -37,6 +37,13 @@ so a peer can make it hold at most one frame plus the message being reassembled 
 final frame (flag 1); the empty message is one empty final frame. Senders cut messages into 120 KiB
 chunks (see ``SEND_FRAME_BYTES_MAX`` for why), receivers accept up to ``frame_bytes_max``.
 
+Keepalives. A keepalive is one empty frame with flag 2, sent only between messages
+(`SecureChannel.send_keepalive`). It is sealed and counted like any other frame, so it is
+authenticated, ordered and cannot be forged, replayed or injected by anyone on the path; it is
+never a message: `SecureChannel.receive` skips it, and `SecureChannel.receive_or_keepalive` reports
+it as None to a caller that tracks liveness or charges every frame to the peer. When to send one
+and when a silent link counts as dead is the caller's business (`qora_p2p.node.transport`).
+
 Closing. EOF at a message boundary is a clean close (`ChannelClosed`); EOF anywhere else is
 `FrameTruncated`. There is no authenticated close message, so an attacker who cuts the connection
 can drop whole trailing messages but never deliver part of one: a message is all or nothing.
@@ -92,7 +99,7 @@ __all__ = [
 ]
 
 PROTOCOL_MAGIC = b"QORA"
-PROTOCOL_VERSION = 1  # bump on any change to the handshake or the frame format
+PROTOCOL_VERSION = 2  # bump on any change to the handshake or the frame format (2: keepalive frames)
 GENESIS_HASH_BYTES = 32  # SHA-256 of the network's genesis document
 EPHEMERAL_KEY_BYTES = 32  # X25519 public key
 HELLO_BYTES = len(PROTOCOL_MAGIC) + 1 + GENESIS_HASH_BYTES + PUBLIC_KEY_BYTES + EPHEMERAL_KEY_BYTES
@@ -105,7 +112,7 @@ RESPONDER_TO_INITIATOR_INFO = b"qora-p2p/channel/v1/responder->initiator"
 SESSION_KEY_BYTES = 32  # ChaCha20-Poly1305 key
 FRAME_HEADER_BYTES = 4  # big-endian ciphertext length
 TAG_BYTES = 16  # Poly1305 tag
-FLAG_BYTES = 1  # 0 = more frames follow, 1 = final frame of the message
+FLAG_BYTES = 1  # 0 = more frames follow, 1 = final frame of the message, 2 = keepalive
 FRAME_OVERHEAD_BYTES = FLAG_BYTES + TAG_BYTES  # ciphertext length minus chunk length
 FRAME_BYTES_LIMIT = 16 << 20  # cap on frame_bytes_max: a frame is held whole until authenticated
 # The sender cuts messages into chunks of at most this, even when frame_bytes_max allows more.
@@ -118,6 +125,8 @@ FRAME_COUNTER_MAX = 2**64 - 1  # the nonce holds 8 counter bytes; a counter is n
 NONCE_PREFIX = bytes(4)  # the 12-byte IETF nonce is this prefix + the 8-byte counter
 FLAG_MORE = b"\x00"
 FLAG_FINAL = b"\x01"
+FLAG_KEEPALIVE = b"\x02"
+KEEPALIVE_FRAME_BYTES = FRAME_HEADER_BYTES + FRAME_OVERHEAD_BYTES  # on the wire: an empty chunk
 
 assert HELLO_BYTES == 101 and REPLY_BYTES == 128 and FINISH_BYTES == 64
 assert FRAME_BYTES_LIMIT + FRAME_OVERHEAD_BYTES < 1 << (8 * FRAME_HEADER_BYTES)
@@ -159,6 +168,8 @@ class ChannelStatistics:
     messages_received: int
     frames_sent: int
     frames_received: int
+    keepalives_sent: int
+    keepalives_received: int
     message_bytes_sent: int
     message_bytes_received: int
     wire_bytes_sent: int
@@ -432,16 +443,19 @@ class _FrameSealer:
         self._counter = counter
 
     def seal(self, chunk: bytes | memoryview, final: bool) -> bytes:
-        """``header | flag | ciphertext`` of one frame carrying ``chunk``.
+        """``header | flag | ciphertext`` of one frame of a message, carrying ``chunk``."""
+        return self.seal_flagged(FLAG_FINAL if final else FLAG_MORE, chunk)
+
+    def seal_flagged(self, flag: bytes, chunk: bytes | memoryview) -> bytes:
+        """``header | flag | ciphertext`` of one frame with the given flag (a keepalive: 2, empty).
 
         The flag travels in clear but is authenticated as associated data with the header, so the
         chunk is encrypted straight from the caller's buffer, with no copy to prepend the flag.
         """
+        assert flag in (FLAG_MORE, FLAG_FINAL, FLAG_KEEPALIVE)
         if self._counter > FRAME_COUNTER_MAX:
             raise LocalProtocolError("frame counter exhausted after 2**64 frames; open a new channel")
-        prefix = (FLAG_BYTES + len(chunk) + TAG_BYTES).to_bytes(FRAME_HEADER_BYTES, "big") + (
-            FLAG_FINAL if final else FLAG_MORE
-        )
+        prefix = (FLAG_BYTES + len(chunk) + TAG_BYTES).to_bytes(FRAME_HEADER_BYTES, "big") + flag
         ciphertext = self._cipher.encrypt(_nonce(self._counter), chunk, prefix)
         self._counter += 1
         return prefix + ciphertext
@@ -530,6 +544,8 @@ class SecureChannel(trio.abc.AsyncResource):
         self._messages_received = 0
         self._frames_sent = 0
         self._frames_received = 0
+        self._keepalives_sent = 0
+        self._keepalives_received = 0
         self._message_bytes_sent = 0
         self._message_bytes_received = 0
         self._wire_bytes_sent = session.wire_bytes_sent
@@ -547,6 +563,8 @@ class SecureChannel(trio.abc.AsyncResource):
             messages_received=self._messages_received,
             frames_sent=self._frames_sent,
             frames_received=self._frames_received,
+            keepalives_sent=self._keepalives_sent,
+            keepalives_received=self._keepalives_received,
             message_bytes_sent=self._message_bytes_sent,
             message_bytes_received=self._message_bytes_received,
             wire_bytes_sent=self._wire_bytes_sent,
@@ -571,12 +589,7 @@ class SecureChannel(trio.abc.AsyncResource):
         step = min(self._limits.frame_bytes_max, SEND_FRAME_BYTES_MAX)
         frames = max(1, -(-size // step))
         async with self._send_lock:
-            if self._closed:
-                raise trio.ClosedResourceError("channel is closed")
-            if self._send_failure is not None:
-                raise trio.BrokenResourceError(
-                    f"channel cannot send after an earlier send failed: {self._send_failure!r}"
-                ) from self._send_failure
+            self._check_can_send()
             try:
                 for index in range(frames):
                     chunk = view[index * step : (index + 1) * step]
@@ -590,8 +603,35 @@ class SecureChannel(trio.abc.AsyncResource):
         self._messages_sent += 1
         self._message_bytes_sent += size
 
+    async def send_keepalive(self) -> None:
+        """Send one keepalive frame, between two messages (sends are serialised whole).
+
+        Raises:
+            trio.ClosedResourceError, trio.BrokenResourceError: as `send`.
+        """
+        async with self._send_lock:
+            self._check_can_send()
+            try:
+                frame = self._sealer.seal_flagged(FLAG_KEEPALIVE, b"")
+                await self._stream.send_all(frame)
+            except BaseException as error:
+                self._send_failure = error
+                raise
+        assert len(frame) == KEEPALIVE_FRAME_BYTES
+        self._frames_sent += 1
+        self._keepalives_sent += 1
+        self._wire_bytes_sent += len(frame)
+
+    def _check_can_send(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("channel is closed")
+        if self._send_failure is not None:
+            raise trio.BrokenResourceError(
+                f"channel cannot send after an earlier send failed: {self._send_failure!r}"
+            ) from self._send_failure
+
     async def receive(self) -> bytes:
-        """Receive the next whole message.
+        """Receive the next whole message, skipping keepalives.
 
         Raises:
             ChannelClosed: the peer closed the connection cleanly (raised again on every later call).
@@ -599,6 +639,19 @@ class SecureChannel(trio.abc.AsyncResource):
             trio.BusyResourceError: another task is receiving.
             trio.ClosedResourceError: the channel was closed by us.
             trio.BrokenResourceError: an earlier receive failed.
+        """
+        # Not bounded by frames: a peer may send keepalives for ever. A caller that must charge
+        # every frame to the peer (the transport does) calls receive_or_keepalive instead.
+        while True:
+            message = await self.receive_or_keepalive()
+            if message is not None:
+                return message
+
+    async def receive_or_keepalive(self) -> bytes | None:
+        """The next whole message, or None when a keepalive frame arrives first.
+
+        Raises:
+            As `receive`; a keepalive inside a message or carrying bytes is a `ChannelError`.
         """
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving on this channel")
@@ -613,9 +666,12 @@ class SecureChannel(trio.abc.AsyncResource):
         self._receiving = True
         try:
             # Bounded: every pass takes one frame, and a message has at most message_bytes_max + 1
-            # frames because non-final frames are never empty.
+            # frames because non-final frames are never empty; a keepalive ends the call.
             while True:
                 flag, chunk = await self._receive_frame()
+                if flag == FLAG_KEEPALIVE:
+                    self._absorb_keepalive(chunk)
+                    return None
                 message = self._absorb(flag, chunk)
                 if message is not None:
                     return message
@@ -687,10 +743,19 @@ class SecureChannel(trio.abc.AsyncResource):
             )
         raise ChannelClosed("peer closed the channel")
 
+    def _absorb_keepalive(self, chunk: bytes) -> None:
+        if chunk:
+            raise ChannelError(f"keepalive frame carries {len(chunk)} bytes, expected none")
+        if self._message_parts:
+            raise ChannelError(
+                f"keepalive frame inside a message, after {len(self._message_parts)} of its frames"
+            )
+        self._keepalives_received += 1
+
     def _absorb(self, flag: bytes, chunk: bytes) -> bytes | None:
         """Add one frame to the message being reassembled; the whole message once it is complete."""
         if flag not in (FLAG_MORE, FLAG_FINAL):
-            raise ChannelError(f"frame flag is {flag[0]}, expected 0 (more) or 1 (final)")
+            raise ChannelError(f"frame flag is {flag[0]}, expected 0 (more), 1 (final) or 2 (keepalive)")
         if flag == FLAG_MORE and not chunk:
             raise ChannelError("non-final frame with an empty chunk")
         total = self._message_filled + len(chunk)

@@ -1,11 +1,23 @@
-"""Connections between members over TCP: dialing, accepting, bounded queues, rate limits.
+"""Connections between members over TCP: dialing, accepting, liveness, bounded queues, budgets.
 
 Theory of operation
 -------------------
-Every pair of members keeps one encrypted channel (`qora_p2p.node.channel`). The member with the lower
-index dials, the higher one accepts, so two members never race to open two connections; a dialer
-retries with capped exponential backoff for as long as the node runs. An accepted channel from a
-member that already has one replaces it (the peer restarted).
+Every pair of members keeps one encrypted channel (`qora_p2p.node.channel`). The member with the
+lower index dials, the higher one accepts: two members never race to open two connections. A
+dialer retries with a short, capped backoff (`TransportLimits.backoff_initial_ms` doubling up to
+``backoff_max_ms``), redials at once when a connection that held for ``connection_stable_ms``
+ends, and starts the backoff over then; so a restarted member, whatever its index, is connected
+again within ``backoff_max_ms`` of listening. At most one live connection per member: a new
+authenticated channel from a member that dials us replaces the old one (it redials only after
+it gave up on it: it restarted or found the link dead); one from a member we dial is refused.
+
+Liveness. A link can die silently (a cable pulled, a NAT entry dropped: no FIN, no RST). A
+connection that has sent nothing for `KEEPALIVE_INTERVAL_MS` sends a keepalive frame (inside the
+encrypted channel, authenticated like any frame, never passed to the node), and a reader that has
+waited `LINK_DEAD_AFTER_MS` with no frame arriving closes the connection; the dialer redials. Only
+time spent waiting counts: a reader held up by a busy node, or paused by the byte budget, gives
+the link a fresh interval when it reads again. A node with no peer connected says what it waits
+for every `WAITING_LOG_INTERVAL_MS`.
 
 Sending never blocks the protocol: `send` puts bytes on the peer's queue, bounded by a message
 count and a byte total; when full the *oldest* queued message is dropped (gossip repairs losses,
@@ -13,22 +25,31 @@ and newer messages are worth more), so a slow or dead peer costs a bounded amoun
 writer task per connection drains the queue.
 
 Receiving: one reader task per connection decodes each message (bounded by the genesis-derived
-`Limits`), charges it to the peer's token bucket (``messages_per_second``), and hands it to the
-node through a bounded channel: when the node is busy the reader waits, and TCP pushes back on the
-peer. Malformed messages, rate overruns and the core's `Penalize` effects count against the peer;
-past ``penalties_max`` on one connection it is closed (and the peer may reconnect after a pause).
+`Limits`) and hands it to the node through a bounded channel: when the node is busy the reader
+waits, and TCP pushes back on the peer. Budgets and penalties belong to the member (its index,
+the identity the handshake proved), not to the connection, so reconnecting resets none of them
+(`qora_p2p.node.peers`): every message and keepalive spends a token of the member's message
+bucket (over it: dropped, and a penalty per thousand), every received byte is charged to its byte
+bucket (over it: the reader pauses until the debt is paid, so a member controls how large its
+messages are but not how many bytes a second we decode). Malformed messages, rate overruns,
+reconnecting too often and the core's `Penalize` effects count against the member; past
+``penalties_max`` within ``penalty_window_ms`` it is disconnected and neither redialled nor
+accepted for a cool-down that doubles each time, up to ``cooldown_max_ms``.
 
-Accepting is bounded too: at most ``handshakes_max`` handshakes at once (each within the channel's
-handshake timeout, against slow-loris) and ``handshakes_per_address_max`` from one address;
-authenticated channels are bounded by the membership (one per member).
+Accepting is bounded too: connections are taken from the listen backlog at most
+``accepts_per_second`` (after a burst of ``accepts_burst`` accepting pauses, and the kernel's
+backlog holds or refuses the rest), at most ``handshakes_max`` unauthenticated handshakes run at
+once (accepting pauses while they all do) and ``handshakes_per_address_max`` from one address
+(more are closed at once), each within the channel's handshake timeout (against slow-loris).
+Authenticated channels are bounded by the membership (one per member) and by each member's
+``connections_per_minute``.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable
+import errno
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Protocol
 
 import structlog
@@ -42,44 +63,50 @@ from qora_p2p.errors import (
     RemoteProtocolError,
 )
 from qora_p2p.identity import Identity
-from qora_p2p.node.channel import ChannelLimits, SecureChannel, open_channel
+from qora_p2p.node.channel import KEEPALIVE_FRAME_BYTES, ChannelLimits, SecureChannel, open_channel
+from qora_p2p.node.peers import Connection, PeerState, PeerStatistics, TokenBucket, TransportLimits
 from qora_p2p.protocol.genesis import Genesis
 from qora_p2p.protocol.messages import Limits, Message, decode
 
-__all__ = ["LinkFilter", "PeerStatistics", "Transport", "TransportLimits"]
+__all__ = [
+    "KEEPALIVE_INTERVAL_MS",
+    "LINK_DEAD_AFTER_MS",
+    "WAITING_LOG_INTERVAL_MS",
+    "AcceptStatistics",
+    "LinkFilter",
+    "PeerStatistics",  # defined with the per-member state (qora_p2p.node.peers), part of this API
+    "Transport",
+    "TransportLimits",
+]
+
+# Liveness is a property of the network, not of one node's settings: both ends of a link must
+# agree on it (a peer that keeps quiet longer than we wait would be cut off), so these are
+# constants, not limits a node may set.
+KEEPALIVE_INTERVAL_MS = 2_000  # a connection that has sent nothing this long sends a keepalive
+LINK_DEAD_AFTER_MS = 8_000  # a reader that waited this long and got no frame closes the link
+WAITING_LOG_INTERVAL_MS = 15_000  # a node with no peer connected says what it waits for this often
+WAITING_LOGGED_PEERS_MAX = 16  # members named in that line (the rest are counted)
+# Three keepalives in a row may go missing and a fourth be half an interval late (a stalled
+# sender, a loaded machine) before a healthy link is declared dead.
+assert LINK_DEAD_AFTER_MS >= 3 * KEEPALIVE_INTERVAL_MS + KEEPALIVE_INTERVAL_MS // 2
+assert WAITING_LOG_INTERVAL_MS > LINK_DEAD_AFTER_MS  # a dead link is noticed before anyone waits on it
+assert TransportLimits().backoff_max_ms < LINK_DEAD_AFTER_MS  # Transport checks the limits it is given
 
 DELAYED_MESSAGES_MAX = 4_096  # messages held back by a link filter's delay, all peers together
+ACCEPT_RETRY_MS = 100  # out of file descriptors or buffers: wait this long before accepting again
+# Errors of accept() that mean "no resources now" rather than a broken listener (as trio.serve_listeners).
+ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+OpenStream = Callable[[str, int], Awaitable[trio.abc.Stream]]
+AddressOf = Callable[[trio.abc.Stream], str | None]
 
 log = structlog.get_logger("qora.transport")
 
 
-@dataclass(frozen=True, slots=True)
-class TransportLimits:
-    send_queue_messages_max: int = 4096  # per peer: a round's gossip is far below this
-    send_queue_bytes_min: int = 32 << 20  # per peer; raised to hold 16 largest messages if P is large
-    messages_per_second: float = 2_000.0  # per peer, sustained; votes and gossip of n = 1024 fit
-    messages_burst: int = 8_192  # per peer, the bucket's depth (a sync burst, a round's votes)
-    penalties_max: int = 32  # per connection, then it is closed
-    handshakes_max: int = 64  # concurrent inbound handshakes, all addresses together
-    handshakes_per_address_max: int = 8  # unauthenticated inbound connections from one IP address
-    connect_timeout_ms: int = 5_000
-    backoff_initial_ms: int = 100
-    backoff_max_ms: int = 5_000
-    reconnect_pause_ms: int = 2_000  # after we dropped a misbehaving connection
-    inbox_messages_max: int = 1_024  # decoded messages waiting for the node, all peers together
-
-    def __post_init__(self) -> None:
-        for name in self.__slots__:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise LocalProtocolError(f"TransportLimits.{name} must be positive, got {value!r}")
-        if self.backoff_initial_ms > self.backoff_max_ms:
-            raise LocalProtocolError("TransportLimits.backoff_initial_ms exceeds backoff_max_ms")
-
-
 class LinkFilter(Protocol):
     """A hook for test networks (`qora_p2p.testnet.faults`): per message, whether it goes out, and
-    whether and when a received one is delivered. A production transport has none."""
+    whether and when a received one is delivered. A production transport has none. Keepalives are
+    not messages: a filtered link stays up."""
 
     def outgoing(self, peer: int) -> bool:
         """Whether to send a message to ``peer`` now (False drops it)."""
@@ -91,38 +118,26 @@ class LinkFilter(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class PeerStatistics:
-    connected: bool
-    connections: int
-    messages_sent: int
-    messages_received: int
-    bytes_sent: int
-    bytes_received: int
-    queued_messages: int
-    queued_bytes: int
-    queue_peak_bytes: int
-    dropped: int
-    penalties: int
-    rate_limited: int
+class AcceptStatistics:
+    handshakes: int  # unauthenticated handshakes running now
+    handshakes_peak: int
+    address_peak: int  # the most unauthenticated handshakes one address ever had at once
+    refused_address: int  # connections closed at once: too many handshakes from their address
+    accept_pauses: int  # times accepting paused for the accept budget
 
 
+class _LinkDead(Exception):
+    """Nothing arrived on a connection for LINK_DEAD_AFTER_MS while its reader waited."""
 
 
-class _Peer:
-    def __init__(self, index: int, key: bytes, host: str, port: int) -> None:
-        self.index, self.key, self.host, self.port = index, key, host, port
-        self.queue: deque[bytes] = deque()
-        self.queued_bytes = 0
-        self.queue_peak_bytes = 0
-        self.wakeup = trio.Event()
-        self.channel: SecureChannel | None = None
-        self.scope: trio.CancelScope | None = None  # the connection's tasks
-        self.connections = 0
-        self.messages_sent = self.messages_received = self.bytes_sent = self.bytes_received = 0
-        self.dropped = self.penalties_total = self.rate_limited = 0
-        self.penalties = 0  # on the current connection
-        self.tokens = 0.0
-        self.tokens_at = 0.0
+def _socket_address(stream: trio.abc.Stream) -> str | None:
+    """The remote IP address of a TCP stream; None if there is none (it already hung up)."""
+    if not isinstance(stream, trio.SocketStream):
+        raise LocalProtocolError(f"a listener handed us a {type(stream).__name__}; pass address_of for it")
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return None
 
 
 class Transport:
@@ -135,6 +150,8 @@ class Transport:
         limits: see `TransportLimits`.
         channel_limits: frame and handshake limits (message size is raised to the genesis maximum).
         link_filter: test networks only: drops or delays messages (`LinkFilter`).
+        open_stream: ``async (host, port) -> stream`` to dial with (`trio.open_tcp_stream`; tests
+            pass an in-memory network).
     """
 
     def __init__(
@@ -147,6 +164,7 @@ class Transport:
         limits: TransportLimits = TransportLimits(),
         channel_limits: ChannelLimits | None = None,
         link_filter: LinkFilter | None = None,
+        open_stream: OpenStream = trio.open_tcp_stream,
     ) -> None:
         me = genesis.member_index(identity.public_key)
         if me is None:
@@ -161,36 +179,66 @@ class Transport:
             message_bytes_max=largest,
             handshake_timeout_ms=base.handshake_timeout_ms,
         )
+        if limits.backoff_max_ms >= LINK_DEAD_AFTER_MS:  # a dead link is redialled within one more interval
+            raise LocalProtocolError(f"TransportLimits.backoff_max_ms must be below LINK_DEAD_AFTER_MS {LINK_DEAD_AFTER_MS}")
         self.queue_bytes_max = max(limits.send_queue_bytes_min, 16 * (4 * genesis.model.dimension + 1024))
+        self.bytes_per_second = max(limits.bytes_per_second_min, 4 * largest)
+        self.bytes_burst = max(limits.bytes_burst_min, 8 * largest)
         self.members = frozenset(member.public_key for member in genesis.members)
         self.peers = {
-            index: _Peer(index, member.public_key, member.host, member.port)
+            index: PeerState(index, member.name, member.public_key, (member.host, member.port), limits, TokenBucket(self.bytes_per_second, self.bytes_burst))
             for index, member in enumerate(genesis.members)
             if index != me
         }
         self.by_key = {peer.key: peer for peer in self.peers.values()}
         self.on_message, self.on_connected = on_message, on_connected
-        self.handshakes = 0
+        self.open_stream = open_stream
+        self.handshake_slots = trio.CapacityLimiter(limits.handshakes_max)  # one held while we accept
+        self.handshakes = self.handshakes_peak = self.address_peak = 0
         self.per_address: dict[str, int] = {}
         self.refused = 0
-        self._nursery: trio.Nursery | None = None
+        self.accepts = TokenBucket(limits.accepts_per_second, limits.accepts_burst)
+        self.accept_pauses = 0
         self.listen_port: int | None = None
         self.link_filter = link_filter
         self.delayed = 0
         self.fault_dropped = 0
+        self.log = log.bind(member=me)
 
     # ------------------------------------------------------------------------------- running
 
     async def run(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on ``host:port`` and dial the members we dial, until cancelled."""
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        self.listen_port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            listeners = await nursery.start(partial(trio.serve_tcp, self._accept, port, host=host))
-            self.listen_port = listeners[0].socket.getsockname()[1]
-            for peer in self.peers.values():
-                if peer.index > self.me:
-                    nursery.start_soon(self._dial_forever, peer)
+            await nursery.start(self.serve, listeners)
             task_status.started(self.listen_port)
+
+    async def serve(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+        address_of: AddressOf = _socket_address,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept on ``listeners`` (closed on exit) and dial the members we dial, until cancelled.
+
+        ``address_of`` names the remote address of an accepted stream (the per-address limit).
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                for listener in listeners:
+                    nursery.start_soon(self._accept_loop, listener, address_of, nursery)
+                for peer in self.peers.values():
+                    if peer.index > self.me:
+                        nursery.start_soon(self._dial_forever, peer)
+                nursery.start_soon(self._log_while_alone)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True):
+                for listener in listeners:
+                    await trio.aclose_forcefully(listener)
 
     def send(self, peer_index: int, data: bytes) -> None:
         """Queue ``data`` for ``peer_index``; drops the oldest queued message when the queue is full."""
@@ -211,43 +259,58 @@ class Transport:
             self.send(index, data)
 
     def penalize(self, peer_index: int, reason: str) -> None:
-        """Count a protocol violation against the peer's connection; close it past the limit."""
+        """Count a violation against the member; past the limit, disconnect it for a cool-down."""
         peer = self.peers.get(peer_index)
         if peer is None:
             return
-        peer.penalties += 1
-        peer.penalties_total += 1
-        if peer.penalties == 1:
-            log.warning("peer_penalized", peer=peer_index, reason=reason)
-        if peer.penalties >= self.limits.penalties_max and peer.scope is not None:
-            log.warning("peer_disconnected", peer=peer_index, reason=f"{peer.penalties} violations", last=reason)
-            peer.scope.cancel()
+        now = trio.current_time()
+        if peer.penalties.current(now) < 1 and not peer.penalties.cooling_down(now):
+            self.log.warning("peer_penalized", peer=peer_index, reason=reason)
+        if peer.penalties.add(now):
+            cooldown = round(peer.penalties.cooldown_s(now), 1)
+            self.log.warning("peer_cooled_down", peer=peer_index, cooldown_s=cooldown, cooldowns=peer.penalties.cooldowns, last=reason)
+            self._disconnect(peer, f"{self.limits.penalties_max} violations in {self.limits.penalty_window_ms} ms")
 
     def connected(self) -> list[int]:
-        return sorted(index for index, peer in self.peers.items() if peer.channel is not None)
+        return sorted(index for index, peer in self.peers.items() if peer.connection is not None)
 
     def statistics(self) -> dict[int, PeerStatistics]:
-        return {
-            index: PeerStatistics(
-                peer.channel is not None,
-                peer.connections,
-                peer.messages_sent,
-                peer.messages_received,
-                peer.bytes_sent,
-                peer.bytes_received,
-                len(peer.queue),
-                peer.queued_bytes,
-                peer.queue_peak_bytes,
-                peer.dropped,
-                peer.penalties_total,
-                peer.rate_limited,
+        now = trio.current_time()
+        return {index: peer.statistics(now) for index, peer in self.peers.items()}
+
+    def accept_statistics(self) -> AcceptStatistics:
+        return AcceptStatistics(self.handshakes, self.handshakes_peak, self.address_peak, self.refused, self.accept_pauses)
+
+    def _disconnect(self, peer: PeerState, reason: str) -> None:
+        connection = peer.connection
+        if connection is not None:
+            connection.reason = connection.reason or reason
+            connection.scope.cancel()
+
+    async def _log_while_alone(self) -> None:
+        """Every WAITING_LOG_INTERVAL_MS with no peer connected, say whom we wait for and why."""
+        while True:
+            await trio.sleep(WAITING_LOG_INTERVAL_MS / 1000)
+            if not self.peers or self.connected():
+                continue
+            now, named = trio.current_time(), WAITING_LOGGED_PEERS_MAX
+            dialled = [peer for peer in self.peers.values() if peer.index > self.me]
+            dialling = {peer.name: f"{peer.host}:{peer.port}, {peer.dial_attempts} attempts, last: {peer.dial_error or 'connected, then closed'}" for peer in dialled[:named]}
+            awaiting = [peer.name for peer in self.peers.values() if peer.index < self.me]
+            cooling = {peer.name: round(peer.penalties.cooldown_s(now), 1) for peer in self.peers.values() if peer.penalties.cooling_down(now)}
+            self.log.info(
+                "waiting_for_peers",
+                listening=self.listen_port,
+                dialling=dialling,
+                dialling_others=max(0, len(dialled) - named),
+                awaiting_dial_from=awaiting[:named],
+                awaiting_others=max(0, len(awaiting) - named),
+                cooling_down_s=dict(list(cooling.items())[:named]),
             )
-            for index, peer in self.peers.items()
-        }
 
     # ------------------------------------------------------------------------------- dialing
 
-    async def _handshake(self, stream: trio.SocketStream, dialed: bytes | None) -> SecureChannel:
+    async def _handshake(self, stream: trio.abc.Stream, dialed: bytes | None) -> SecureChannel:
         """The channel handshake: as initiator towards ``dialed``, or as responder to any member."""
         return await open_channel(
             stream,
@@ -259,48 +322,93 @@ class Transport:
             limits=self.channel_limits,
         )
 
-    async def _dial_forever(self, peer: _Peer) -> None:
-        backoff = self.limits.backoff_initial_ms
+    async def _dial_forever(self, peer: PeerState) -> None:
         while True:
+            cooldown_s = peer.penalties.cooldown_s(trio.current_time())
+            if cooldown_s:
+                await trio.sleep(cooldown_s)  # we dropped it for violations: not before this ends
+                continue
             started = trio.current_time()
+            peer.dial_attempts += 1
             try:
                 with trio.fail_after(self.limits.connect_timeout_ms / 1000):
-                    stream = await trio.open_tcp_stream(peer.host, peer.port)
+                    stream = await self.open_stream(peer.host, peer.port)
                 channel = await self._handshake(stream, peer.key)
             except (OSError, trio.TooSlowError, HandshakeError) as error:
-                if backoff >= self.limits.backoff_max_ms:
-                    log.debug("dial_failed", peer=peer.index, error=str(error))
+                peer.dial_error = str(error) or type(error).__name__
+                self.log.debug("dial_failed", peer=peer.index, error=peer.dial_error)
             else:
-                backoff = self.limits.backoff_initial_ms
-                dropped = await self._serve(peer, channel)
-                if dropped:
-                    await trio.sleep(self.limits.reconnect_pause_ms / 1000)
-                if trio.current_time() - started > self.limits.backoff_max_ms / 1000:
-                    continue  # a connection that lived a while: redial at once
-            await trio.sleep(backoff / 1000)
-            backoff = min(self.limits.backoff_max_ms, backoff * 2)
+                peer.dial_error = None
+                await self._serve(peer, channel)
+                if trio.current_time() - started >= self.limits.connection_stable_ms / 1000:
+                    peer.backoff.reset()
+                    continue  # a connection that held: redial at once (the peer restarted, or the link died)
+            await trio.sleep(peer.backoff.next_s())
 
     # ------------------------------------------------------------------------------- accepting
 
-    async def _accept(self, stream: trio.SocketStream) -> None:
+    async def _accept_loop(self, listener: trio.abc.Listener[trio.abc.Stream], address_of: AddressOf, nursery: trio.Nursery) -> None:
+        """Take connections from ``listener`` within the accept budget and the handshake slots."""
+        while True:
+            pause_s = self.accepts.wait_s(trio.current_time(), 1.0)
+            if pause_s:
+                self.accept_pauses += 1  # a burst used the budget up; the kernel's backlog holds the rest
+                await trio.sleep(pause_s)
+                continue
+            slot = object()
+            await self.handshake_slots.acquire_on_behalf_of(slot)  # all slots busy: accepting pauses
+            try:
+                stream = await listener.accept()
+            except OSError as error:
+                self.handshake_slots.release_on_behalf_of(slot)
+                if error.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                self.log.error("accept_failed", error=str(error))
+                await trio.sleep(ACCEPT_RETRY_MS / 1000)
+                continue
+            except BaseException:
+                self.handshake_slots.release_on_behalf_of(slot)
+                raise
+            taken = self.accepts.take(trio.current_time())
+            assert taken  # the budget held a token before we waited for the slot; it only grows
+            nursery.start_soon(self._accept, stream, address_of(stream), slot)
+
+    async def _accept(self, stream: trio.abc.Stream, address: str | None, slot: object) -> None:
+        """Authenticate one inbound connection (holding a handshake slot), then serve it."""
         try:
-            address = str(stream.socket.getpeername()[0])
-        except OSError:
-            await trio.aclose_forcefully(stream)
+            channel = await self._authenticate(stream, address)
+        finally:
+            self.handshake_slots.release_on_behalf_of(slot)
+        if channel is None:
             return
-        if self.handshakes >= self.limits.handshakes_max or self.per_address.get(address, 0) >= self.limits.handshakes_per_address_max:
+        peer = self.by_key[channel.peer]
+        refusal = self._refusal(peer)
+        if refusal is not None:
+            peer.refused += 1
+            if peer.refused & (peer.refused - 1) == 0:  # log the 1st, 2nd, 4th, 8th, ... refusal
+                self.log.info("member_refused", peer=peer.index, reason=refusal, refused=peer.refused)
+            await trio.aclose_forcefully(channel)
+            return
+        self._disconnect(peer, "replaced by a new connection from the peer")
+        await self._serve(peer, channel)
+
+    async def _authenticate(self, stream: trio.abc.Stream, address: str | None) -> SecureChannel | None:
+        """The responder's handshake within the per-address limit; None if refused or failed."""
+        if address is None or self.per_address.get(address, 0) >= self.limits.handshakes_per_address_max:
             self.refused += 1
             if self.refused & (self.refused - 1) == 0:  # log the 1st, 2nd, 4th, 8th, ... refusal
-                log.warning("connection_refused", address=address, handshakes=self.handshakes, refused=self.refused)
+                self.log.warning("connection_refused", address=address, handshakes=self.per_address.get(address or "", 0), refused=self.refused)
             await trio.aclose_forcefully(stream)
-            return
-        self.handshakes += 1
+            return None
         self.per_address[address] = self.per_address.get(address, 0) + 1
+        self.address_peak = max(self.address_peak, self.per_address[address])
+        self.handshakes += 1
+        self.handshakes_peak = max(self.handshakes_peak, self.handshakes)
         try:
-            channel = await self._handshake(stream, None)
+            return await self._handshake(stream, None)
         except HandshakeError as error:
-            log.info("handshake_refused", address=address, error=str(error))
-            return
+            self.log.info("handshake_refused", address=address, error=str(error))
+            return None
         finally:
             # Only unauthenticated connections count against an address: once a handshake
             # succeeds the channel belongs to a member (at most one each), and members may share
@@ -311,53 +419,65 @@ class Transport:
                 self.per_address[address] = remaining
             else:
                 del self.per_address[address]
-        peer = self.by_key[channel.peer]
-        if peer.scope is not None:
-            peer.scope.cancel()  # the peer reconnected: the old connection is dead to it
-        await self._serve(peer, channel)
+
+    def _refusal(self, peer: PeerState) -> str | None:
+        """Why an authenticated inbound channel from ``peer`` is closed at once; None to serve it."""
+        now = trio.current_time()
+        if peer.index > self.me:
+            return "we dial this member; it must not dial us"
+        if peer.penalties.cooling_down(now):
+            return f"cooling down for {peer.penalties.cooldown_s(now):.1f} s after {self.limits.penalties_max} violations"
+        if not peer.arrivals.take(now):
+            self.penalize(peer.index, f"reconnects more than {self.limits.connections_per_minute:g} times a minute")
+            return "reconnecting too often"
+        return None
 
     # ------------------------------------------------------------------------------- a connection
 
-    async def _serve(self, peer: _Peer, channel: SecureChannel) -> bool:
-        """Run one established connection until it ends; True if we dropped it for misbehaviour."""
-        scope = trio.CancelScope()
-        peer.scope, peer.channel, peer.penalties = scope, channel, 0
+    async def _serve(self, peer: PeerState, channel: SecureChannel) -> bool:
+        """Run one established connection until it ends; True if it ended in a cool-down."""
+        connection = Connection(channel)
+        peer.connection = connection
         peer.connections += 1
-        peer.tokens, peer.tokens_at = float(self.limits.messages_burst), trio.current_time()
-        log.info("peer_connected", peer=peer.index, connections=peer.connections)
+        self.log.info("peer_connected", peer=peer.index, connections=peer.connections)
         reason = "closed"
         try:
-            with scope:
+            with connection.scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._writer, peer, channel)
+                    nursery.start_soon(self._writer, peer, connection)
                     self.on_connected(peer.index)
                     reason = await self._reader(peer, channel, nursery)
                     nursery.cancel_scope.cancel()
         finally:
-            if peer.scope is scope:
-                peer.scope, peer.channel = None, None
+            if peer.connection is connection:
+                peer.connection = None
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(channel)
-        dropped = peer.penalties >= self.limits.penalties_max
-        log.info("peer_gone", peer=peer.index, reason="dropped for violations" if dropped else reason)
-        return dropped
+        cooling = peer.penalties.cooling_down(trio.current_time())
+        self.log.info("peer_gone", peer=peer.index, reason=connection.reason or reason, cooldown=cooling)
+        return cooling
 
-    async def _writer(self, peer: _Peer, channel: SecureChannel) -> None:
+    async def _writer(self, peer: PeerState, connection: Connection) -> None:
+        channel = connection.channel
         try:
             while True:
                 while not peer.queue:
                     peer.wakeup = trio.Event()
-                    await peer.wakeup.wait()
+                    with trio.move_on_after(KEEPALIVE_INTERVAL_MS / 1000) as idle:
+                        await peer.wakeup.wait()
+                    if idle.cancelled_caught and not peer.queue:
+                        await channel.send_keepalive()
+                        peer.keepalives_sent += 1
                 data = peer.queue.popleft()
                 peer.queued_bytes -= len(data)
                 await channel.send(data)
                 peer.messages_sent += 1
                 peer.bytes_sent += len(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            if peer.scope is not None:
-                peer.scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+            connection.reason = connection.reason or f"send failed: {error}"
+            connection.scope.cancel()
 
-    async def _filtered_delivery(self, link_filter: LinkFilter, peer: _Peer, message: Message, nursery: trio.Nursery) -> bool:
+    async def _filtered_delivery(self, link_filter: LinkFilter, peer: PeerState, message: Message, nursery: trio.Nursery) -> bool:
         """Apply the link filter to a received message; True if it is to be delivered now."""
         delay_s = link_filter.incoming(peer.index)
         if delay_s is None:
@@ -380,11 +500,31 @@ class Transport:
         nursery.start_soon(later)
         return False
 
-    async def _reader(self, peer: _Peer, channel: SecureChannel, nursery: trio.Nursery) -> str:
+    async def _receive_live(self, channel: SecureChannel) -> bytes | None:
+        """The next message (or None: a keepalive), or `_LinkDead` once LINK_DEAD_AFTER_MS pass
+        with no frame at all; a frame of a message still arriving counts as life."""
+        frames = channel.statistics().frames_received
+        heard = trio.current_time()
+        while True:
+            with trio.move_on_at(heard + LINK_DEAD_AFTER_MS / 1000):
+                return await channel.receive_or_keepalive()  # resumable: a cancelled receive loses nothing
+            seen = channel.statistics().frames_received
+            if seen == frames:
+                raise _LinkDead(f"nothing received for {LINK_DEAD_AFTER_MS} ms")
+            frames, heard = seen, trio.current_time()
+
+    async def _reader(self, peer: PeerState, channel: SecureChannel, nursery: trio.Nursery) -> str:
         limits = self.limits
         while True:
+            debt_s = peer.bytes.wait_s(trio.current_time())
+            if debt_s:
+                peer.throttled += 1  # over the byte budget: read nothing until it is paid
+                await trio.sleep(debt_s)
             try:
-                data = await channel.receive()
+                data = await self._receive_live(channel)
+            except _LinkDead as error:
+                peer.dead_links += 1
+                return f"link dead: {error}"
             except ChannelClosed:
                 return "peer closed the connection"
             except RemoteProtocolError as error:
@@ -392,27 +532,29 @@ class Transport:
                 return f"channel error: {error}"
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
                 return f"connection lost: {error}"
-            peer.messages_received += 1
-            peer.bytes_received += len(data)
             now = trio.current_time()
-            peer.tokens = min(float(limits.messages_burst), peer.tokens + (now - peer.tokens_at) * limits.messages_per_second)
-            peer.tokens_at = now
-            if peer.tokens < 1:
+            peer.bytes.charge(now, KEEPALIVE_FRAME_BYTES if data is None else len(data))
+            if data is None:
+                peer.keepalives_received += 1
+            else:
+                peer.messages_received += 1
+                peer.bytes_received += len(data)
+            if not peer.messages.take(now):
                 peer.rate_limited += 1
                 if peer.rate_limited % 1000 == 1:
                     self.penalize(peer.index, f"over {limits.messages_per_second:g} messages per second")
-                continue
-            peer.tokens -= 1
-            try:
-                message = decode(data, self.message_limits)
-            except MessageError as error:
-                self.penalize(peer.index, f"undecodable message: {error}")
-                if peer.penalties >= limits.penalties_max:
-                    return "too many violations"
-                continue
-            if self.link_filter is not None and not await self._filtered_delivery(self.link_filter, peer, message, nursery):
-                continue
-            await self.on_message(peer.index, message)
-            if peer.penalties >= limits.penalties_max:
+            elif data is not None:
+                await self._deliver(peer, data, nursery)
+            if peer.penalties.cooling_down(trio.current_time()):
                 return "too many violations"
+
+    async def _deliver(self, peer: PeerState, data: bytes, nursery: trio.Nursery) -> None:
+        try:
+            message = decode(data, self.message_limits)
+        except MessageError as error:
+            self.penalize(peer.index, f"undecodable message: {error}")
+            return
+        if self.link_filter is not None and not await self._filtered_delivery(self.link_filter, peer, message, nursery):
+            return
+        await self.on_message(peer.index, message)
 

@@ -35,6 +35,8 @@ from qora_p2p.node.channel import (
     FRAME_COUNTER_MAX,
     HELLO_BYTES,
     INITIATOR_DOMAIN,
+    KEEPALIVE_FRAME_BYTES,
+    PROTOCOL_VERSION,
     REPLY_BYTES,
     RESPONDER_DOMAIN,
     SEND_FRAME_BYTES_MAX,
@@ -223,7 +225,7 @@ async def test_handshake_bytes_follow_the_documented_transcript():
         initiate(middle.initiator_stream), respond(middle.responder_stream), middle.relay_handshake
     )
     hello, reply, finish = seen["hello"], seen["reply"], seen["finish"]
-    assert hello[:5] == b"QORA\x01" and hello[5:37] == GENESIS and hello[37:69] == ALICE.public_key
+    assert hello[:5] == b"QORA" + bytes([PROTOCOL_VERSION]) and hello[5:37] == GENESIS and hello[37:69] == ALICE.public_key
     assert reply[:32] == BOB.public_key
     t1 = hello + reply[:64]
     verify(BOB.public_key, RESPONDER_DOMAIN, hashlib.sha256(t1).digest(), reply[64:])
@@ -292,7 +294,8 @@ async def test_wrong_genesis_is_wrong_network():
     ("hello", "problem"),
     [
         (lambda data: b"XORA" + data[4:], "starts with b'XORA'"),
-        (lambda data: data[:4] + b"\x02" + data[5:], "protocol version 2"),
+        (lambda data: data[:4] + bytes([PROTOCOL_VERSION - 1]) + data[5:], f"protocol version {PROTOCOL_VERSION - 1}"),
+        (lambda data: data[:4] + bytes([PROTOCOL_VERSION + 1]) + data[5:], f"protocol version {PROTOCOL_VERSION + 1}"),
         (lambda data: data[:69] + bytes(32), "low order"),
         (lambda data: data[:69] + (1).to_bytes(32, "little"), "low order"),
     ],
@@ -554,8 +557,9 @@ def test_hkdf_matches_rfc_5869_test_case_1():
 @pytest.mark.parametrize(
     ("plaintext", "error", "problem"),
     [
-        (b"\x02hello", ChannelError, "flag is 2"),
+        (b"\x03hello", ChannelError, "flag is 3"),
         (b"\x00", ChannelError, "empty chunk"),
+        (b"\x02hello", ChannelError, "keepalive frame carries 5 bytes"),
     ],
 )
 async def test_invalid_authenticated_plaintext_is_a_channel_error(plaintext, error, problem):
@@ -571,6 +575,92 @@ async def test_invalid_authenticated_plaintext_is_a_channel_error(plaintext, err
     await theirs.aclose()
     with pytest.raises(error, match=problem):
         await channel.receive()
+
+
+# ---------------------------------------------------------------------------------------------
+# Keepalives
+
+
+async def test_keepalives_are_frames_but_never_messages():
+    """A keepalive between messages is skipped by receive and reported as None by
+    receive_or_keepalive; both ends count it, and the messages around it arrive intact."""
+    sender, receiver = await channel_pair()
+    await sender.send(b"before")
+    await sender.send_keepalive()
+    await sender.send_keepalive()
+    await sender.send(b"after")
+    await sender.send_keepalive()
+    assert await receiver.receive() == b"before"
+    assert await receiver.receive() == b"after"  # the two keepalives in between are skipped
+    assert await receiver.receive_or_keepalive() is None
+    sent, received = sender.statistics(), receiver.statistics()
+    assert sent.keepalives_sent == received.keepalives_received == 3
+    assert sent.messages_sent == received.messages_received == 2
+    assert sent.frames_sent == received.frames_received == 5
+    assert received.message_bytes_received == len(b"before") + len(b"after")
+
+
+async def test_keepalive_frame_format_is_as_documented():
+    """A keepalive is length 17 | flag 2 | the tag of an empty chunk, under the next frame counter."""
+    ours, theirs = trio.testing.memory_stream_pair()
+    key = bytes(range(32))
+    channel = known_key_channel(ours, key, bytes(32))
+    await channel.send(b"x")
+    await channel.send_keepalive()
+    wire = b""
+    for counter, (flag, chunk) in enumerate([(b"\x01", b"x"), (b"\x02", b"")]):
+        prefix = (len(chunk) + 17).to_bytes(4, "big") + flag
+        nonce = bytes(4) + counter.to_bytes(8, "little")
+        wire += prefix + nacl.bindings.crypto_aead_chacha20poly1305_ietf_encrypt(chunk, prefix, nonce, key)
+    assert len(wire) == 4 + 17 + 1 + KEEPALIVE_FRAME_BYTES
+    assert await read_exactly(theirs, len(wire)) == wire
+
+
+@pytest.mark.parametrize("attack", ["forged", "replayed", "tampered"])
+async def test_keepalives_are_authenticated(attack):
+    """A keepalive nobody sealed, a replayed one and a modified one all fail authentication, like
+    any frame: someone on the path can neither fake liveness nor slip a frame in."""
+    sender, receiver, middle, _ = await tapped_channels()
+    await sender.send_keepalive()
+    frame = await read_frame(middle.from_initiator)
+    if attack == "forged":
+        wire = frame[:5] + bytes(16)  # right header and flag, a made-up tag
+    elif attack == "replayed":
+        await middle.to_responder.send_all(frame)
+        assert await receiver.receive_or_keepalive() is None  # the real one, once
+        wire = frame
+    else:
+        wire = frame[:-1] + bytes([frame[-1] ^ 1])
+    await middle.to_responder.send_all(wire)
+    with pytest.raises(DecryptionFailed, match="fails authentication"):
+        await receiver.receive_or_keepalive()
+
+
+async def test_a_keepalive_inside_a_message_is_a_channel_error():
+    """Senders only send keepalives between messages; one between two frames of a message is refused."""
+    ours, theirs = trio.testing.memory_stream_pair()
+    key = bytes(range(32))
+    channel = known_key_channel(ours, bytes(32), key)
+    sealer = channel_module._FrameSealer(key)
+    first = sealer.seal(b"part", final=False)
+    keepalive = sealer.seal_flagged(channel_module.FLAG_KEEPALIVE, b"")
+    await theirs.send_all(first + keepalive + sealer.seal(b"rest", final=True))
+    with pytest.raises(ChannelError, match="keepalive frame inside a message"):
+        await channel.receive()
+
+
+async def test_a_cancelled_receive_or_keepalive_loses_nothing():
+    """Waiting for a keepalive under a deadline (the transport's dead-link check) and retrying
+    after the deadline passes loses no part of a message that was arriving."""
+    sender, receiver, middle, _ = await tapped_channels(SMALL, SMALL)
+    await sender.send(b"y" * 200)  # 4 frames
+    wire = await read_exactly(middle.from_initiator, 4 * 4 + 200 + 4 * 17)
+    await middle.to_responder.send_all(wire[:100])
+    with trio.move_on_after(1) as waited:
+        await receiver.receive_or_keepalive()
+    assert waited.cancelled_caught
+    await middle.to_responder.send_all(wire[100:])
+    assert await receiver.receive_or_keepalive() == b"y" * 200
 
 
 # ---------------------------------------------------------------------------------------------
@@ -788,7 +878,7 @@ def run_with_mock_clock(function):
 
 def _valid_hello():
     ephemeral, _ = nacl.bindings.crypto_box_keypair()
-    return b"QORA\x01" + GENESIS + ALICE.public_key + ephemeral
+    return b"QORA" + bytes([PROTOCOL_VERSION]) + GENESIS + ALICE.public_key + ephemeral
 
 
 def _expected_handshake_error(hello, mutated, trailing, close):
