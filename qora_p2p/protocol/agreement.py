@@ -48,7 +48,18 @@ from qora_p2p.protocol.consensus import (
 )
 from qora_p2p.protocol.effects import Broadcast, Send
 from qora_p2p.protocol.limits import HELPED_PER_ROUND_MAX, VIEWS_AHEAD_MAX, VIEWS_KEPT
-from qora_p2p.protocol.messages import NIL, Evidence, Message, Precommit, Prevote, Proposal, Record, Value, domain
+from qora_p2p.protocol.messages import (
+    NIL,
+    VIEW_MAX,
+    Evidence,
+    Message,
+    Precommit,
+    Prevote,
+    Proposal,
+    Record,
+    Value,
+    domain,
+)
 from qora_p2p.protocol.state import RoundResult
 
 if TYPE_CHECKING:
@@ -254,6 +265,8 @@ class Agreement:
                     assert_never(action)
 
     def _schedule(self, timeout: Timeout, view: int, now_ms: int, armed: bool = False) -> None:
+        if view > VIEW_MAX:
+            return  # nothing can be signed there (`_beyond_views`): no timer either
         timing = self.core.genesis.timing
         initial = {
             Timeout.PROPOSE: timing.propose_timeout_ms,
@@ -279,8 +292,19 @@ class Agreement:
     def _view0_latest(self) -> int:
         return self.round.started_ms + self.core.genesis.timing.round_timeout_ms
 
+    def _beyond_views(self, view: int) -> bool:
+        """Views past VIEW_MAX cannot be signed (the codec refuses them): the round waits there
+        for a certificate or catch-up. Honest members never get near it (2**31 timeouts); only a
+        quorum certificate at VIEW_MAX, which needs honest signatures there, could move us to it."""
+        if view <= VIEW_MAX:
+            return False
+        self.core.event("view_limit", view=view)
+        return True
+
     def _vote(self, action: Vote, now_ms: int) -> None:
         core = self.core
+        if self._beyond_views(action.view):
+            return
         kind = Prevote if action.kind is Step.PREVOTE else Precommit
         if not core.sign_slot((kind.KIND, self.round.number, action.view), action.value_id):
             return
@@ -291,6 +315,8 @@ class Agreement:
 
     def _propose(self, action: Propose, now_ms: int) -> None:
         core = self.core
+        if self._beyond_views(action.view):
+            return
         value = self.values.get(action.value_id)
         if value is None:  # a value we locked before a restart and have not seen since
             core.event("cannot_repropose", view=action.view)
@@ -538,6 +564,12 @@ class Agreement:
             del signed[slot]
         genesis_hash = self.core.genesis_hash
         referenced = {p.value.id(genesis_hash) for p in self.proposals.values()} | set(consensus.certified.values())
+        # A value no kept view refers to is forgotten whole: its result, its validation and
+        # consensus's verdict on it (a certificate for it later makes us validate it again, rather
+        # than decide a value whose result we no longer hold).
+        forgotten = set(self.values) - referenced
+        consensus.forget_values(forgotten)
+        self.validating = {request: value_id for request, value_id in self.validating.items() if value_id not in forgotten}
         self.values = {value_id: value for value_id, value in self.values.items() if value_id in referenced}
         self.validations = {value_id: v for value_id, v in self.validations.items() if value_id in referenced}
         self.results = {value_id: r for value_id, r in self.results.items() if value_id in referenced}

@@ -8,7 +8,7 @@ that limit is remembered and sent once allowed) for certified records from its r
 state after the last of them; a server whose records from that round on do not reach its head sends
 its newest records and state instead, so a member catches up from any distance (its store then
 starts the chain again at the first record it installed: the certificates vouch for it). A response is installed only if
-its last record's certificate verifies, every earlier record is the predecessor of the next
+every record's certificate verifies (the last one's first), every earlier record is the predecessor of the next
 (consecutive rounds, each round hash the next one's ``prev_hash``, the first linked to our own
 chain), and the snapshot's digests match the last record; records of our own round whose
 certificate is in hand are adopted through agreement (validated like a proposal). Only responses
@@ -148,9 +148,9 @@ class CatchUp:
         records = sorted(response.records, key=lambda record: record.value.round)
         if not records:
             return
-        # Only the last record's certificate is checked below; every earlier one must be the
-        # predecessor of the next (its round hash is the next one's prev_hash), so the certificate
-        # vouches for the whole batch.
+        # Every earlier record must be the predecessor of the next (its round hash is the next
+        # one's prev_hash), so the last certificate vouches for the batch's values; the others'
+        # certificates are checked too before anything is installed.
         for earlier, later in pairwise(records):
             if later.value.round != earlier.value.round + 1:
                 raise MessageError(f"sync records are not consecutive rounds ({earlier.value.round}, {later.value.round})")
@@ -176,6 +176,10 @@ class CatchUp:
         if state.model_digest() != last.value.model_digest or state.ledger_digest() != last.value.ledger_digest:
             raise MessageError("snapshot does not match the certified round")
         contiguous = [record for record in records if record.value.round > core.state.round]
+        # The links vouch for the earlier values, not for their certificates' bytes: every record
+        # we persist (and will serve, and `qora-node inspect` will check) must verify on its own.
+        for record in contiguous[:-1]:
+            record.verify(core.genesis_hash, core.keys, core.genesis.quorum, core.verifier)
         first = contiguous[0].value
         if first.round == core.state.round + 1 and first.prev_hash != core.state.last_hash:
             raise MessageError(f"sync record of round {first.round} does not link to our round {core.state.round}")

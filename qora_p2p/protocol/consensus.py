@@ -244,6 +244,13 @@ class Tendermint:
         self._tally = {key: count for key, count in self._tally.items() if key[1] >= below or key[1] in keep}
         self._fired = {key for key in self._fired if key[1] >= below}
 
+    def forget_values(self, value_ids: set[bytes]) -> None:
+        """Forget the verdicts on values no kept view refers to any more (the caller pruned them);
+        a value that comes back (a certificate for it) is asked about again."""
+        for value_id in value_ids:
+            self.validity.pop(value_id, None)
+            self.requested.discard(value_id)
+
     def _start_view(self, view: int) -> None:
         assert view > self.view
         self.view = view
