@@ -31,6 +31,8 @@ __all__ = [
     "QoraError",
     "RemoteProtocolError",
     "SignatureError",
+    "StoreDamaged",
+    "StoreError",
     "UnknownPeer",
     "WrongNetwork",
 ]
@@ -131,3 +133,13 @@ class ChannelClosed(QoraError):
 
 class MessageError(RemoteProtocolError):
     """A protocol message is malformed, out of limits, or not canonically encoded."""
+
+
+class StoreError(QoraError):
+    """A node's data directory cannot be used: another network or member, another schema, in use by
+    another process, unreadable."""
+
+
+class StoreDamaged(StoreError):
+    """The node's database is damaged: a stored row does not match its checksum, or SQLite cannot
+    read the file. Nothing is repaired in place; the message names the recovery path."""

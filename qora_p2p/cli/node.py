@@ -14,17 +14,23 @@ Logs: one JSON object per line when stderr is not a terminal (or --log-format js
 lines on a terminal; one ``round_committed`` line per round with its hash, inputs, view,
 milliseconds per phase, bans and test accuracy.
 
-``inspect`` prints the committed chain (round, hash, inputs, certificate signers, evidence, model
-and ledger digests), verifies every certificate against the genesis and every link of the chain,
-and summarises the ledger.
+``inspect`` checks the database for damage, prints the committed chain (round, hash, inputs,
+certificate signers, evidence, model and ledger digests), verifies every certificate against the
+genesis and every link of the chain, and summarises the ledger.
+
+Every stored row carries a checksum. A damaged database (a row that does not match its checksum,
+a file SQLite cannot read) is refused with exit code 5 and a message naming the damage; to
+recover, move node.sqlite3 (with any -wal and -shm files) out of --data-dir and start the node
+again with the member's key: it recovers the chain from its peers.
 
 SIGUSR1 logs a ``status`` line: round, view, step, updates held, values being validated, timers.
 
 Exit codes:
   0  finished (--rounds reached) or stopped by SIGINT/SIGTERM; inspect: chain verified
   2  bad usage or configuration (the message names the flag, file or field)
-  3  the data directory cannot be used (another network or member, unreadable)
+  3  the data directory cannot be used (another network or member, another schema, in use)
   4  inspect: the chain does not verify
+  5  the database is damaged (node and inspect; the message says how to recover)
 """
 
 from __future__ import annotations
@@ -44,11 +50,13 @@ from qora_p2p.errors import (
     ConfigError,
     KeyFileError,
     KeyFormatError,
+    StoreDamaged,
+    StoreError,
 )
 from qora_p2p.identity import public_key_hex, read_key_file
 from qora_p2p.node.driver import Node, NodeSettings
 from qora_p2p.node.inspect import inspect_chain
-from qora_p2p.node.store import Store, StoreError
+from qora_p2p.node.store import Store
 from qora_p2p.node.workload import build_workload
 from qora_p2p.protocol.genesis import load_genesis
 from qora_p2p.testnet.plugins import member_hooks
@@ -58,6 +66,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_STORE = 3
 EXIT_UNVERIFIED = 4
+EXIT_DAMAGED = 5
 
 
 class _Stderr:
@@ -263,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["inspect"]:
             return _inspect(argv[1:])
         return _run(run_parser().parse_args(argv[1:] if argv[:1] == ["run"] else argv))
+    except StoreDamaged as error:
+        print(f"qora-node: {error}", file=sys.stderr)
+        return EXIT_DAMAGED
     except StoreError as error:
         print(f"qora-node: {error}", file=sys.stderr)
         return EXIT_STORE

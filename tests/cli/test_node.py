@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from qora_p2p.cli.keys import main as keys_main
-from qora_p2p.cli.node import EXIT_STORE, EXIT_USAGE, main
+from qora_p2p.cli.node import EXIT_DAMAGED, EXIT_STORE, EXIT_USAGE, main
 from qora_p2p.identity import Identity, write_key_file
-from qora_p2p.node.store import Store
+from qora_p2p.node.store import DATABASE_NAME, Store
 from qora_p2p.protocol.genesis import load_genesis
 
 
@@ -59,3 +59,20 @@ def test_inspect_of_a_missing_directory_exits_3(tmp_path, capsys):
     """inspect on a directory with no node database says so."""
     assert main(["inspect", "--data-dir", str(tmp_path)]) == EXIT_STORE
     assert "no node database" in capsys.readouterr().err
+
+
+def test_a_damaged_database_exits_5_with_the_way_back(network, tmp_path, capsys):
+    """A bit flipped in the stored genesis: the node and inspect both refuse with exit code 5 and a
+    message naming the damage and the recovery path (no traceback, no "another network")."""
+    genesis = load_genesis(network / "peers.toml")
+    Store(tmp_path / "data", genesis, genesis.members[0].public_key).close()
+    path = tmp_path / "data" / DATABASE_NAME
+    data = path.read_bytes()
+    at = data.index(genesis.hash)
+    path.write_bytes(data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :])
+    code = main(["--peers", str(network / "peers.toml"), "--key", str(network / "keys" / "node-00.key"), "--data-dir", str(tmp_path / "data"), "--log-format", "json"])
+    assert code == EXIT_DAMAGED
+    error = capsys.readouterr().err
+    assert "is damaged: meta 'genesis_hash' does not match its checksum" in error and "To recover: stop the node, move" in error
+    assert main(["inspect", "--data-dir", str(tmp_path / "data")]) == EXIT_DAMAGED
+    assert "is damaged" in capsys.readouterr().err
