@@ -16,6 +16,7 @@ __all__ = [
     "ChannelError",
     "ConfigError",
     "DecryptionFailed",
+    "DiskFull",
     "FixedPointError",
     "FrameTooLarge",
     "FrameTruncated",
@@ -143,3 +144,8 @@ class StoreError(QoraError):
 class StoreDamaged(StoreError):
     """The node's database is damaged: a stored row does not match its checksum, or SQLite cannot
     read the file. Nothing is repaired in place; the message names the recovery path."""
+
+
+class DiskFull(StoreError):
+    """A write to the node's database failed for lack of space (SQLITE_FULL, ENOSPC). The
+    transaction was rolled back: what was durable before stays durable, nothing half-written."""

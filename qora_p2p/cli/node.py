@@ -31,11 +31,14 @@ Exit codes:
   3  the data directory cannot be used (another network or member, another schema, in use)
   4  inspect: the chain does not verify
   5  the database is damaged (node and inspect; the message says how to recover)
+  6  the disk is full: the write was rolled back and nothing unrecorded was sent; free space and
+     start the node again with the same arguments
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import signal
@@ -48,8 +51,10 @@ import trio
 
 from qora_p2p.errors import (
     ConfigError,
+    DiskFull,
     KeyFileError,
     KeyFormatError,
+    QoraError,
     StoreDamaged,
     StoreError,
 )
@@ -67,6 +72,7 @@ EXIT_USAGE = 2
 EXIT_STORE = 3
 EXIT_UNVERIFIED = 4
 EXIT_DAMAGED = 5
+EXIT_DISK_FULL = 6
 
 
 class _Stderr:
@@ -198,11 +204,24 @@ def _run(args: argparse.Namespace) -> int:
         trio.run(_serve_until_signal, node)
     except BaseExceptionGroup as group:
         # A nursery wraps what a task raised; a configuration or store error stays what it is.
-        known = group.subgroup(lambda error: isinstance(error, ConfigError | StoreError))
+        known = group.subgroup(lambda error: _exit_code(error) is not None)
         if known is not None and known.exceptions:
             raise _first(known) from group
         raise
     return EXIT_OK
+
+
+def _exit_code(error: BaseException) -> int | None:
+    """The exit code of an operating error (the message names it); None for a bug."""
+    if isinstance(error, DiskFull) or (isinstance(error, OSError) and error.errno == errno.ENOSPC):
+        return EXIT_DISK_FULL  # ENOSPC outside the store too (a log file on the same full disk)
+    if isinstance(error, StoreDamaged):
+        return EXIT_DAMAGED
+    if isinstance(error, StoreError):
+        return EXIT_STORE
+    if isinstance(error, ConfigError | KeyFileError | KeyFormatError):
+        return EXIT_USAGE
+    return None
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:
@@ -272,15 +291,13 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["inspect"]:
             return _inspect(argv[1:])
         return _run(run_parser().parse_args(argv[1:] if argv[:1] == ["run"] else argv))
-    except StoreDamaged as error:
-        print(f"qora-node: {error}", file=sys.stderr)
-        return EXIT_DAMAGED
-    except StoreError as error:
-        print(f"qora-node: {error}", file=sys.stderr)
-        return EXIT_STORE
-    except (ConfigError, KeyFileError, KeyFormatError) as error:
-        print(f"qora-node: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    except (QoraError, OSError) as error:
+        code = _exit_code(error)
+        if code is None:
+            raise
+        text = str(error) if isinstance(error, QoraError) else f"no space left on the disk ({error}); free space and start the node again"
+        print(f"qora-node: {text}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

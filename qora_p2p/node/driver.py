@@ -7,7 +7,9 @@ trained update, a computed round) or for the core's next deadline, feeds it to t
 executes the effects in order:
 
 * `SignedSlot`: written to SQLite (synchronous) *before* any later effect, so the signed message
-  never leaves the process before the guard is on disk;
+  never leaves the process before the guard is on disk. A write the store cannot make (the disk is
+  full: `DiskFull`; damage: `StoreDamaged`) is logged once and ends `run` with that error, before
+  any later effect: a message whose signature is not on disk never leaves;
 * `Commit` / `Installed`: the record and the new state in one transaction; a committed model is
   then scored on the test set by a reporter task (off the effect loop, so scoring never delays the
   next round's training), which writes the round's one ``round_committed`` line;
@@ -39,7 +41,7 @@ import numpy.typing as npt
 import structlog
 import trio
 
-from qora_p2p.errors import QoraError
+from qora_p2p.errors import DiskFull, QoraError, StoreError
 from qora_p2p.identity import Identity
 from qora_p2p.node.store import Store
 from qora_p2p.node.transport import LinkFilter, Transport, TransportLimits
@@ -440,7 +442,7 @@ class _Effects:
         self._transport().send(effect.peer, effect.data)
 
     async def signed_slot(self, effect: SignedSlot) -> None:
-        await trio.to_thread.run_sync(self._store().sign, effect.slot, effect.content, effect.payload)
+        await self._write(self._store().sign, effect.slot, effect.content, effect.payload)
 
     async def train(self, effect: Train) -> None:
         self._nursery().start_soon(self.node._train, effect)
@@ -449,12 +451,12 @@ class _Effects:
         self._nursery().start_soon(self.node._compute, effect)
 
     async def commit(self, effect: Commit) -> None:
-        await trio.to_thread.run_sync(self._store().commit, effect.record, effect.state)
+        await self._write(self._store().commit, effect.record, effect.state)
         await self.node._committed(effect)
 
     async def installed(self, effect: Installed) -> None:
         node = self.node
-        await trio.to_thread.run_sync(self._store().install, list(effect.records), effect.state)
+        await self._write(self._store().install, list(effect.records), effect.state)
         node.committed = effect.state.round
         node.log.info("caught_up", round=effect.state.round, records=len(effect.records))
         node._check_done()
@@ -465,6 +467,15 @@ class _Effects:
 
     async def penalize(self, effect: Penalize) -> None:
         self._transport().penalize(effect.peer, effect.reason)
+
+    async def _write(self, write: Callable[..., None], *args: Any) -> None:
+        """A store write in a worker thread. One the store cannot make stops the node: the error
+        ends `run` (and the CLI exits with its code), after one line saying why."""
+        try:
+            await trio.to_thread.run_sync(write, *args)
+        except StoreError as error:
+            self.node.log.error("disk_full" if isinstance(error, DiskFull) else "store_failed", error=str(error), stopping=True)
+            raise
 
     def _transport(self) -> Transport:
         assert self.node.transport is not None, "effects run only while the node runs"

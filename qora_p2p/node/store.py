@@ -30,7 +30,9 @@ returns; every method is one transaction. A commit writes the record and the new
 so a crash leaves either the old round or the new one, never half. `sign` refuses a second,
 different content for a slot (`DoubleSignError`), which is what makes "never sign twice" hold
 across SIGKILL: the core emits the slot, the driver calls `sign`, and only then does the signed
-message leave the process.
+message leave the process. A write the disk has no room for (SQLITE_FULL, ENOSPC) is rolled back
+and raised as `DiskFull`: the database keeps what it held, and the driver stops before the message
+whose signature could not be recorded leaves.
 
 The simulator runs this very store on an in-memory database (`Store.in_memory`), so the
 last-signed lifecycle (written before the signed message leaves, pruned at commit, restored at
@@ -42,6 +44,7 @@ the connection is opened with ``check_same_thread=False`` for that reason and a 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import sqlite3
@@ -54,7 +57,7 @@ from typing import IO, Any
 
 import msgpack
 
-from qora_p2p.errors import ConfigError, LocalProtocolError, MessageError, StoreDamaged, StoreError
+from qora_p2p.errors import ConfigError, DiskFull, LocalProtocolError, MessageError, StoreDamaged, StoreError
 from qora_p2p.identity import Identity, verify
 from qora_p2p.learning.genesis_model import initial_model
 from qora_p2p.protocol.core import NodeCore
@@ -67,7 +70,7 @@ from qora_p2p.protocol.state import (
     state_from_snapshot,
 )
 
-__all__ = ["DoubleSignError", "Restored", "Store", "StoreDamaged", "StoreError", "open_genesis_of"]
+__all__ = ["DiskFull", "DoubleSignError", "Restored", "Store", "StoreDamaged", "StoreError", "open_genesis_of"]
 
 SCHEMA_VERSION = 2  # 2: every row carries a checksum (schema 1 had none and is refused)
 DATABASE_NAME = "node.sqlite3"
@@ -173,11 +176,23 @@ def _damaged(path: Path, problems: Sequence[str]) -> StoreDamaged:
     return StoreDamaged(f"{path} is damaged: {listed}{more}. Nothing in it was changed. {_recovery(path)}")
 
 
+def _disk_full(path: Path, doing: str, detail: str) -> DiskFull:
+    return DiskFull(
+        f"{path}: the disk is full ({detail}) while {doing}. The write was rolled back: the database holds what it "
+        "held before, and the node sends nothing whose signature is not on disk. Free space on that disk and start "
+        "the node again with the same arguments: it resumes from its last durable state"
+    )
+
+
 def _classified(error: sqlite3.Error | OSError, path: Path, doing: str) -> StoreError | None:
     """The `StoreError` an operating failure of the database stands for; None for a bug."""
     if isinstance(error, OSError):
+        if error.errno == errno.ENOSPC:
+            return _disk_full(path, doing, error.strerror or "ENOSPC")
         return StoreError(f"{path}: {error.strerror or error} while {doing}")
     code = getattr(error, "sqlite_errorcode", -1) & 0xFF  # the primary code of an extended one
+    if code == sqlite3.SQLITE_FULL:
+        return _disk_full(path, doing, str(error))
     if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
         return _damaged(path, [f"SQLite cannot read it ({error})"])
     if code in _UNUSABLE:
@@ -224,7 +239,7 @@ class Store:
 
     Raises:
         StoreError: the directory belongs to another network or member, another schema, or is
-            unusable; `StoreDamaged` if the database is damaged.
+            unusable; `StoreDamaged` if the database is damaged; `DiskFull` if it cannot be created.
     """
 
     def __init__(self, directory: str | Path | None, genesis: Genesis, public_key: bytes, *, readonly: bool = False) -> None:
@@ -381,6 +396,7 @@ class Store:
 
         Raises:
             DoubleSignError: the slot already holds a different content.
+            DiskFull: no room to record it (nothing recorded: the signed message must not leave).
             StoreDamaged: the slot's stored row does not match its checksum.
         """
         kind, round_number, view = slot
@@ -397,7 +413,11 @@ class Store:
         self.install([record], state)
 
     def install(self, records: Sequence[Record], state: AgreedState) -> None:
-        """Persist records and the state after the last of them, atomically (commit or catch-up)."""
+        """Persist records and the state after the last of them, atomically (commit or catch-up).
+
+        Raises:
+            DiskFull: no room for them (nothing written).
+        """
         if records and records[-1].value.round != state.round:
             raise LocalProtocolError(f"state of round {state.round} does not follow record {records[-1].value.round}")
         data = _encode_state(state)
@@ -514,7 +534,8 @@ def _own(directory: Path) -> IO[bytes]:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on an exception."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on an exception (or a failed COMMIT:
+    SQLite leaves the transaction open when COMMIT fails for lack of space)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
@@ -523,7 +544,19 @@ class _Transaction:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
-        self.db.execute("ROLLBACK" if kind is not None else "COMMIT")
+        if kind is None:
+            try:
+                self.db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            return
+        self._rollback()
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back by itself (it can, on SQLITE_FULL).
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
 
 
 def open_genesis_of(directory: str | Path) -> tuple[Genesis, bytes]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qora_p2p.errors import LocalProtocolError
+from qora_p2p.errors import DiskFull, LocalProtocolError
 from qora_p2p.fixedpoint import to_bytes
 from qora_p2p.identity import Identity
 from qora_p2p.node.store import DATABASE_NAME, DoubleSignError, Store, StoreDamaged, StoreError, open_genesis_of
@@ -18,12 +18,12 @@ from qora_p2p.protocol.messages import Precommit, Record, Value
 from qora_p2p.protocol.state import chain_origin, compute_round, genesis_state, snapshot_bytes
 
 
-def _network(members: int = 4, seed: int = 0) -> tuple[Genesis, list[Identity]]:
+def _network(members: int = 4, seed: int = 0, dimension: int = 8) -> tuple[Genesis, list[Identity]]:
     identities = [Identity.from_seed(bytes([seed, index]) * 16) for index in range(members)]
     genesis = Genesis(
         f"store-test-{seed}",
         tuple(Member(f"m{index}", identity.public_key, "127.0.0.1", 9000 + index) for index, identity in enumerate(identities)),
-        ModelSpec("synthetic", 8, 0),
+        ModelSpec("synthetic", dimension, 0),
         "trimmed_mean",
         {"trim": 1},
     )
@@ -31,7 +31,7 @@ def _network(members: int = 4, seed: int = 0) -> tuple[Genesis, list[Identity]]:
 
 
 def _committed_round(genesis: Genesis, identities: list[Identity], state):
-    payloads = [to_bytes(np.full(8, 100 * (index + 1), dtype=np.int32)) for index in range(genesis.size)]
+    payloads = [to_bytes(np.full(genesis.model.dimension, 100 * (index + 1), dtype=np.int32)) for index in range(genesis.size)]
     result = compute_round(genesis, state, tuple(range(genesis.size)), tuple(payloads), ())
     value = Value(state.round + 1, state.last_hash, tuple((index, bytes([index]) * 32) for index in range(genesis.size)), (), result.model_digest, result.ledger_digest)
     round_hash = value.id(genesis.hash)
@@ -248,3 +248,50 @@ def test_an_undamaged_database_verifies_and_reads_back(tmp_path):
         records, restored, _ = store.chain()
     assert [stored for stored, _ in records] == [record] and restored.model_digest() == state.model_digest()
     assert open_genesis_of(tmp_path) == (genesis, identities[0].public_key)
+
+
+# ------------------------------------------------------------------------------------- full disk
+
+BIG = 2_048  # a model whose payload and state need pages of their own (4 KiB pages)
+
+
+def _full(store: Store) -> None:
+    """No page beyond those the database has (SQLite's own limit: a disk with no room left)."""
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def test_a_full_disk_while_signing_records_nothing_and_raises_disk_full(tmp_path):
+    """SQLITE_FULL while recording a slot: DiskFull, nothing recorded, the database intact and
+    usable once there is room again."""
+    genesis, identities = _network(dimension=BIG)
+    payload = bytes(4 * BIG)
+    with Store(tmp_path, genesis, identities[0].public_key) as store:
+        _full(store)
+        with pytest.raises(DiskFull, match=r"the disk is full .* while recording signed slot .*rolled back"):
+            store.sign(("update", 1, 0), b"u" * 32, payload)
+        assert store.restore().signed == {}
+    with Store(tmp_path, genesis, identities[0].public_key) as store:
+        store.verify()
+        assert store.restore().signed == {}
+        store.sign(("update", 1, 0), b"u" * 32, payload)
+        assert store.restore().own_payload == payload
+
+
+def test_a_full_disk_while_committing_leaves_the_previous_round(tmp_path):
+    """SQLITE_FULL while writing a round: DiskFull, and the database still holds the round before
+    (no record without its state, nothing half-written), with its signed slots."""
+    genesis, identities = _network(dimension=BIG)
+    record, state = _committed_round(genesis, identities, genesis_state(genesis))
+    with Store(tmp_path, genesis, identities[0].public_key) as store:
+        store.sign(("precommit", 1, 0), b"p" * 32)
+        _full(store)
+        with pytest.raises(DiskFull, match="while writing round 1"):
+            store.commit(record, state)
+    with Store(tmp_path, genesis, identities[0].public_key) as store:
+        store.verify()
+        restored = store.restore()
+        assert store.last_round() == 0 and list(store.records()) == []
+        assert restored.signed == {("precommit", 1, 0): b"p" * 32}
+        store.commit(record, state)
+        assert store.last_round() == 1
