@@ -50,6 +50,32 @@ One FL round ``r`` on the chain ending in ``H[r-1]``:
 
 Every buffer is bounded (`qora_p2p.protocol.limits`); a peer that exceeds a limit or sends an
 invalid message is penalised and ignored, never a crash.
+
+Abstaining
+----------
+A member whose last-signed guard is new (``abstain=True``: its database was lost or moved aside)
+cannot know what it signed before: it may have signed an update, votes or a proposal in the round
+it was in. So an abstaining core signs nothing (`sign_slot` refuses, no `Train`) until its state is
+past every round it may have signed in, which it learns from its peers: each peer's *first* `Hello`
+since we started gives the round it was in then (later ones are ignored, so the target cannot move
+away with the network); ``claimed`` is the (f + 1 - k)-th highest of them, k the peers not heard
+from yet (undefined while k > f); the core signs again once ``state.round >= claimed + 1``.
+
+Safe, with at most f members faulty and this one counted among them: if the lost incarnation
+signed in round ``p > 1``, it had committed ``p - 1``, with a quorum (>= 2f + 1) of precommits; of
+those at most max(f - 1, 0) are Byzantine and one is ours, so at least f + 1 live honest members
+were in round ``p - 1`` or later before we started, and their first Hellos say so. At most k of
+them are unheard, so ``claimed >= p - 1``, and once ``state.round >= claimed + 1 >= p`` every round
+we sign in is past p. Live, with at most f faulty members of any kind: once every honest member
+is heard, k counts silent Byzantine members only, so the f + 1 - k highest rounds cannot all be
+lies and ``claimed`` is a round an honest member was in. It never rises as more peers are heard,
+and the others commit past it without us (we are the fault they tolerate).
+
+A fresh network: every Hello says round 1 and waiting for a commit would wait forever. Before any
+commit nothing tells a first start from a restart that lost its database in round 1 (or in round
+2, by the first member to commit round 1), so ``claimed == 1`` at state 0 (n - 1 - f peers heard
+in round 1) lets the core sign at once: the first two rounds are the window the rule leaves open.
+A one-member network never abstains (nobody to ask). Events `abstain_started`, `abstain_ended`.
 """
 
 from __future__ import annotations
@@ -171,9 +197,12 @@ class NodeCore:
         records: the most recent committed records (to serve catch-up).
         now_ms: the current time.
         verifier: signature check (pure; simulators share a cache across members).
+        abstain: this member's guard is new (no slots): sign nothing until past every round it
+            may have signed in before (module notes, "Abstaining").
 
     Raises:
-        LocalProtocolError: the identity is not a member of the genesis.
+        LocalProtocolError: the identity is not a member of the genesis, or an abstaining core
+            is given signed slots.
     """
 
     def __init__(
@@ -187,10 +216,13 @@ class NodeCore:
         own_payload: bytes | None = None,
         records: Sequence[Record] = (),
         verifier: Callable[[bytes, bytes, bytes, bytes], None] = verify,
+        abstain: bool = False,
     ) -> None:
         me = genesis.member_index(identity.public_key)
         if me is None:
             raise LocalProtocolError("this identity is not a member of the genesis")
+        if abstain and signed:
+            raise LocalProtocolError("a guard that holds signed slots is not new: nothing to abstain for")
         self.genesis, self.identity, self.me = genesis, identity, me
         self.size = genesis.size
         self.genesis_hash = genesis.hash
@@ -210,7 +242,13 @@ class NodeCore:
         self.effects: list[Effect] = []
         self.now_ms = now_ms  # time of the latest input
         self.next_request = 1
+        self.abstaining = abstain and genesis.size > 1
+        self.claims: dict[int, int] = {}  # peer -> round of its first Hello since we started (while abstaining)
+        self.refused_while_abstaining = 0  # signatures the core would have made
         self.round = self._new_round(now_ms)
+        if self.abstaining:
+            why = "a new last-signed guard: this member may have signed in the round in progress before; it signs nothing until it is past the round its peers were in"
+            self.event("abstain_started", why=why, peers_to_hear=self.size - 1 - genesis.faulty)
         self._begin_round(now_ms, own_payload)
 
     # ---------------------------------------------------------------------------- public inputs
@@ -232,6 +270,7 @@ class NodeCore:
         assert len(self.future) <= FUTURE_MESSAGES_MAX, "the next round's buffer is bounded"
         assert sum(count for count, _ in self.future_from.values()) == len(self.future), "per-peer counts match"
         assert len(self.evidence.pending) <= EVIDENCE_POOL_MAX, "the evidence pool is bounded"
+        assert not (self.abstaining and self.signed), "an abstaining member has signed nothing"
 
     def next_deadline(self) -> int:
         """The earliest time `handle_timer` has something to do (always after the last event)."""
@@ -326,6 +365,8 @@ class NodeCore:
         current = self.round
         updates = current.updates
         status = {"round": current.number, "eligible": len(current.eligible), "updates": sorted(updates.held), "ready": updates.ready_ms is not None}
+        if self.abstaining:
+            status["abstaining"] = {"claimed_round": self.claimed_round(), "heard": sorted(self.claims)}
         status |= current.agreement.status()
         status["fetching"] = sorted(sender for sender, _ in updates.fetching)
         return status
@@ -343,8 +384,11 @@ class NodeCore:
         self.emit(Event(name, {"round": self.round.number, **fields}))
 
     def sign_slot(self, slot: Slot, content: bytes, payload: bytes | None = None) -> bool:
-        """Record a signature for ``slot``; False if we already signed something else there."""
+        """Record a signature for ``slot``; False if we already signed something else there, or abstain."""
         assert slot[1] == self.round.number, "we sign only in the round in progress"
+        if self.abstaining:
+            self.refused_while_abstaining += 1
+            return False
         earlier = self.signed.get(slot)
         if earlier is not None and earlier != content:
             self.event("refused_double_sign", slot=slot)
@@ -354,6 +398,15 @@ class NodeCore:
             self.emit(SignedSlot(slot, content, payload))
         assert self.signed[slot] == content, "one content per slot"
         return True
+
+    def claimed_round(self) -> int | None:
+        """A round some honest member was in, at least, when it first spoke to us: the (f + 1 - k)-th
+        highest first-Hello round, k the peers not heard from yet; None while k > f. It never rises
+        as more peers are heard (module notes, "Abstaining")."""
+        rank = self.genesis.faulty + 1 - (self.size - 1 - len(self.claims))
+        if rank < 1:
+            return None
+        return sorted(self.claims.values(), reverse=True)[rank - 1]
 
     def compute(self, senders: tuple[int, ...], payloads: tuple[bytes, ...], culprits: tuple[int, ...]) -> int:
         """Ask the driver to run the round transition on these inputs; returns the request id."""
@@ -404,6 +457,7 @@ class NodeCore:
     def _begin_round(self, now_ms: int, own_payload: bytes | None = None) -> None:
         current = self.round
         self.event("round_started", round=current.number)
+        self._end_abstaining_if_past()
         current.agreement.start(now_ms)
         slot = ("update", current.number, 0)
         if own_payload is not None and slot in self.signed:
@@ -412,12 +466,38 @@ class NodeCore:
                 current.updates.own = update
                 self.emit(Broadcast(update))
                 current.updates.store(update, now_ms)
-        if current.updates.own is None and slot not in self.signed and self.me in current.eligible:
-            self.emit(Train(current.number, self.state.model))
+        self._train_if_due()
         buffered, self.future, self.future_from = self.future, [], {}
         for peer, message in buffered:
             self.receive(peer, message, now_ms)
         self.round.agreement.progress(now_ms)
+
+    def _train_if_due(self) -> None:
+        current = self.round
+        if current.updates.own is None and ("update", current.number, 0) not in self.signed and self.me in current.eligible and not self.abstaining:
+            self.emit(Train(current.number, self.state.model))
+
+    def _end_abstaining_if_past(self) -> bool:
+        """Stop abstaining once the state is past every round this member may have signed in (or the
+        network has committed nothing yet); True if this call ended it."""
+        if not self.abstaining:
+            return False
+        claimed = self.claimed_round()
+        if claimed is None:
+            return False
+        fresh_network = claimed == 1 and self.state.round == 0
+        if not fresh_network and self.state.round < claimed + 1:
+            return False
+        self.abstaining = False
+        self.event(
+            "abstain_ended",
+            why="no member is known past round 1: a new network" if fresh_network else f"the state is past round {claimed}, which peers were in when we started",
+            claimed_round=claimed,
+            committed=self.state.round,
+            heard=len(self.claims),
+            refused=self.refused_while_abstaining,
+        )
+        return True
 
     def _gossip(self) -> None:
         """Re-send what peers may have lost: our holdings, our proposal and votes of this view."""
@@ -458,6 +538,10 @@ class NodeCore:
         self.future_from[peer] = (messages + 1, updates + is_update)
 
     def _on_hello(self, peer: int, hello: Hello, now_ms: int) -> None:
+        if self.abstaining and peer not in self.claims:
+            self.claims[peer] = hello.round
+            if self._end_abstaining_if_past():
+                self._train_if_due()
         if hello.round > self.round.number:
             self.catchup.request(peer, now_ms)
         elif hello.round < self.round.number:
