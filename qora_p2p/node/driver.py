@@ -17,6 +17,11 @@ executes the effects in order:
 * `Train` / `Compute`: started as tasks that run the CPU work in a worker thread
   (``trio.to_thread``) and post the result back as an event; the core never waits on them.
 
+A database that has never recorded a signature (a new member, or one whose damaged database was
+moved aside) starts the core abstaining (`NodeCore`, "Abstaining"): the node cannot tell a first
+start from a restart that lost its guard, so it signs nothing until it is past the round its peers
+were in; in a new network, where every peer says round 1, it begins at once.
+
 Every queue is bounded: the inbox (the transport awaits when it is full, pushing back on peers),
 per-peer send queues (drop oldest), the models waiting to be scored, and the core's own buffers.
 
@@ -72,7 +77,9 @@ log = structlog.get_logger("qora.node")
 
 INBOX_EVENTS_MAX = 1_024  # decoded messages and results waiting for the core
 EVALUATIONS_QUEUED_MAX = 8  # committed models waiting to be scored; past it a round's line has no accuracy
-LOGGED_EVENTS = frozenset({"resumed", "equivocation", "invalid_value", "build_failed", "cannot_repropose", "refused_double_sign"})
+LOGGED_EVENTS = frozenset(
+    {"resumed", "equivocation", "invalid_value", "build_failed", "cannot_repropose", "refused_double_sign", "abstain_started", "abstain_ended"}
+)
 REPUTATIONS_LOGGED_MAX = 64  # members whose reputations go into the round line (larger networks: none)
 
 
@@ -206,12 +213,13 @@ class Node:
         try:
             restored = await trio.to_thread.run_sync(store.restore)
             self.committed = restored.state.round
-            self.core = restored.core(self.genesis, self.identity, now_ms=0)
+            self.core = restored.core(self.genesis, self.identity, now_ms=0, abstain=not restored.guarded)
             self.log.info(
                 "node_started",
                 member=self.me,
                 round=restored.state.round + 1,
                 resumed_slots=len(restored.signed),
+                abstaining=self.core.abstaining,
                 hooks=list(self.hooks.names),
             )
             self.transport = Transport(

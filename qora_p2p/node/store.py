@@ -5,7 +5,9 @@ Theory of operation
 The database holds what a node must never lose or contradict:
 
 * ``meta``: the genesis (its TOML text and hash) and this node's public key. A data directory
-  belongs to one member of one network; opening it for another is a `StoreError`;
+  belongs to one member of one network; opening it for another is a `StoreError`. Once this
+  database has recorded a signature, ``meta`` also says so (``first_signed``): from then on its
+  guard covers everything this member signs, and `Restored.guarded` is true;
 * ``records``: every committed round's record (value and commit certificate), in order;
 * ``state``: the agreed state after the last committed round (model, last aggregate, ledger), and
   ``checkpoints``: a copy every ``checkpoint_every`` rounds (the newest ``checkpoints_kept``);
@@ -22,8 +24,9 @@ Damage is noticed, never used: every row carries a BLAKE2b checksum of its table
 ``quick_check`` and checks every row (time linear in the database, like the check itself). A row
 that does not match, a file SQLite cannot read or a structure it finds broken is a
 `StoreDamaged` that names the damaged rows and the way back: move the database aside and start
-again with the member's key (a new database: the node recovers the chain from its peers).
-Nothing is repaired in place.
+again with the member's key (a new database: the node recovers the chain from its peers and, no
+longer knowing what it signed, abstains from signing until the network is past the round it may
+have signed in; see "Abstaining" in `qora_p2p.protocol.core`). Nothing is repaired in place.
 
 Durability: WAL journal with ``synchronous=FULL``, so a transaction is on disk when ``commit``
 returns; every method is one transaction. A commit writes the record and the new state together,
@@ -63,12 +66,7 @@ from qora_p2p.learning.genesis_model import initial_model
 from qora_p2p.protocol.core import NodeCore
 from qora_p2p.protocol.genesis import Genesis, dump_genesis, parse_genesis
 from qora_p2p.protocol.messages import Limits, Record, decode
-from qora_p2p.protocol.state import (
-    AgreedState,
-    genesis_state,
-    snapshot_bytes,
-    state_from_snapshot,
-)
+from qora_p2p.protocol.state import AgreedState, genesis_state, snapshot_bytes, state_from_snapshot
 
 __all__ = ["DiskFull", "DoubleSignError", "Restored", "Store", "StoreDamaged", "StoreError", "open_genesis_of"]
 
@@ -82,6 +80,7 @@ BUSY_TIMEOUT_S = 30.0  # another process holding the database (inspect) waits at
 MEMORY = ":memory:"  # SQLite's name for a database that lives in this process only
 ROW_DIGEST_BYTES = 32  # BLAKE2b-256: a random bit flip goes unnoticed with probability 2**-256
 DAMAGE_LISTED_MAX = 8  # damaged rows (or SQLite findings) named in one error; the rest are counted
+FIRST_SIGNED = "first_signed"  # meta key: the round of the first slot this database recorded
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL, digest BLOB NOT NULL);
@@ -127,9 +126,11 @@ class Restored:
     signed: dict[tuple[str, int, int], bytes]  # slots of the round in progress
     own_payload: bytes | None  # our signed update of the round in progress, if any
     records: list[Record]  # the newest committed records
+    guarded: bool = True  # this database has recorded a signature: its guard covers what we sign
 
-    def core(self, genesis: Genesis, identity: Identity, now_ms: int, verifier: Verifier = verify) -> NodeCore:
-        """The protocol core that resumes from this durable state (both drivers start one so)."""
+    def core(self, genesis: Genesis, identity: Identity, now_ms: int, verifier: Verifier = verify, *, abstain: bool = False) -> NodeCore:
+        """The protocol core that resumes from this durable state (both drivers start one so);
+        ``abstain``: see `NodeCore` (the Trio node passes ``not guarded``)."""
         return NodeCore(
             genesis,
             identity,
@@ -139,6 +140,7 @@ class Restored:
             own_payload=self.own_payload,
             records=self.records,
             verifier=verifier,
+            abstain=abstain,
         )
 
 
@@ -165,8 +167,9 @@ def _row_name(table: str, fields: Sequence[Any]) -> str:
 def _recovery(path: Path) -> str:
     return (
         f"To recover: stop the node, move {path} (and any {path.name}-wal and {path.name}-shm beside it) out of "
-        f"{path.parent}, and start the node again with this member's key. It starts from a new database and "
-        "fetches the committed chain from its peers. Keep the damaged file for inspection"
+        f"{path.parent}, and start the node again with this member's key. It starts from a new database, fetches "
+        "the committed chain from its peers, and signs nothing until the network has committed past the round its "
+        "peers were in (it no longer knows what it signed before). Keep the damaged file for inspection"
     )
 
 
@@ -407,6 +410,7 @@ class Store:
                     raise DoubleSignError(f"slot {slot} is already signed for another content")
                 return
             self._insert("INSERT", "signed", (kind, round_number, view, content, payload))
+            self._insert("INSERT OR IGNORE", "meta", (FIRST_SIGNED, round_number))
 
     def commit(self, record: Record, state: AgreedState) -> None:
         """Persist a committed round: its record and the new state, atomically."""
@@ -453,9 +457,10 @@ class Store:
                 signed[(kind, round_number, view)] = content
                 if kind == "update" and payload is not None:
                     own_payload = payload
+            guarded = bool(self._read("meta", "WHERE key = ?", (FIRST_SIGNED,)))
             rows = self._read("records", "ORDER BY round DESC LIMIT ?", (RECORDS_RESTORED_MAX,))
         records = [self._decode_record(data) for _, _, data in reversed(rows)]
-        return Restored(state, signed, own_payload, records)
+        return Restored(state, signed, own_payload, records, guarded)
 
     def last_round(self) -> int:
         """The last committed round, for polling (unchecked: it reads no row's contents)."""

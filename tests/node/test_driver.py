@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import cast
 
 import pytest
+import trio
 
 from qora_p2p.errors import DiskFull
 from qora_p2p.identity import Identity
@@ -63,3 +64,25 @@ async def test_a_signature_the_full_disk_cannot_record_never_leaves(tmp_path):
         assert node.store.restore().signed == {}
     finally:
         node.store.close()
+
+
+async def test_a_node_whose_database_never_recorded_a_signature_starts_abstaining(tmp_path):
+    """The Trio node starts its core abstaining on a database that has recorded no signature (new,
+    or put in place of a damaged one), and not on one that has."""
+    identities = [Identity.from_seed(bytes([8, index]) * 16) for index in range(4)]
+    genesis = Genesis(
+        "driver-test-abstain",
+        tuple(Member(f"m{index}", identity.public_key, "127.0.0.1", 9200 + index) for index, identity in enumerate(identities)),
+        ModelSpec("synthetic", 8, 0),
+        "median",
+        {},
+    )
+    with Store(tmp_path / "guarded", genesis, identities[0].public_key) as store:
+        store.sign(("prevote", 1, 0), bytes(32))
+    for directory, abstaining in (("new", True), ("guarded", False)):
+        settings = NodeSettings(data_dir=tmp_path / directory, listen=("127.0.0.1", 0))
+        node = Node(genesis, identities[0], build_workload(genesis, 0, WorkloadConfig()), settings)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            assert node.core is not None and node.core.abstaining is abstaining
+            nursery.cancel_scope.cancel()

@@ -295,3 +295,23 @@ def test_a_full_disk_while_committing_leaves_the_previous_round(tmp_path):
         assert restored.signed == {("precommit", 1, 0): b"p" * 32}
         store.commit(record, state)
         assert store.last_round() == 1
+
+
+def test_a_database_is_guarded_once_it_has_recorded_a_signature(tmp_path):
+    """A new database (or one whose slots were all pruned before any was recorded) is not guarded;
+    once a slot is recorded it is, across reopening and after the slot is pruned at a commit."""
+    genesis, identities = _network()
+    record, state = _committed_round(genesis, identities, genesis_state(genesis))
+    with Store(tmp_path, genesis, identities[0].public_key) as store:
+        assert not store.restore().guarded
+        store.commit(record, state)
+        assert not store.restore().guarded, "caught up, but nothing signed in this database"
+    with Store(tmp_path, genesis, identities[0].public_key) as store:
+        assert not store.restore().guarded
+        store.sign(("update", 2, 0), b"u" * 32, b"payload")
+        assert store.restore().guarded
+    with Store(tmp_path, genesis, identities[0].public_key) as store:
+        second, after_second = _committed_round(genesis, identities, state)
+        store.commit(second, after_second)  # prunes the slot of round 2
+        restored = store.restore()
+        assert restored.signed == {} and restored.guarded
