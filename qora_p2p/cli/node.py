@@ -21,7 +21,10 @@ genesis and every link of the chain, and summarises the ledger.
 Every stored row carries a checksum. A damaged database (a row that does not match its checksum,
 a file SQLite cannot read) is refused with exit code 5 and a message naming the damage; to
 recover, move node.sqlite3 (with any -wal and -shm files) out of --data-dir and start the node
-again with the member's key: it recovers the chain from its peers.
+again with the member's key: it recovers the chain from its peers. A node whose database has never
+recorded a signature (that one, or a new member's) cannot know what it signed before: it signs
+nothing until it is past the round its peers were in when it started (in a new network, where
+every peer is in round 1, it begins at once).
 
 SIGUSR1 logs a ``status`` line: round, view, step, updates held, values being validated, timers.
 
