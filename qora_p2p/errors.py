@@ -16,6 +16,7 @@ __all__ = [
     "ChannelError",
     "ConfigError",
     "DecryptionFailed",
+    "DiskFull",
     "FixedPointError",
     "FrameTooLarge",
     "FrameTruncated",
@@ -31,6 +32,8 @@ __all__ = [
     "QoraError",
     "RemoteProtocolError",
     "SignatureError",
+    "StoreDamaged",
+    "StoreError",
     "UnknownPeer",
     "WrongNetwork",
 ]
@@ -131,3 +134,18 @@ class ChannelClosed(QoraError):
 
 class MessageError(RemoteProtocolError):
     """A protocol message is malformed, out of limits, or not canonically encoded."""
+
+
+class StoreError(QoraError):
+    """A node's data directory cannot be used: another network or member, another schema, in use by
+    another process, unreadable."""
+
+
+class StoreDamaged(StoreError):
+    """The node's database is damaged: a stored row does not match its checksum, or SQLite cannot
+    read the file. Nothing is repaired in place; the message names the recovery path."""
+
+
+class DiskFull(StoreError):
+    """A write to the node's database failed for lack of space (SQLITE_FULL, ENOSPC). The
+    transaction was rolled back: what was durable before stays durable, nothing half-written."""

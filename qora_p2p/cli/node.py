@@ -14,22 +14,34 @@ Logs: one JSON object per line when stderr is not a terminal (or --log-format js
 lines on a terminal; one ``round_committed`` line per round with its hash, inputs, view,
 milliseconds per phase, bans and test accuracy.
 
-``inspect`` prints the committed chain (round, hash, inputs, certificate signers, evidence, model
-and ledger digests), verifies every certificate against the genesis and every link of the chain,
-and summarises the ledger.
+``inspect`` checks the database for damage, prints the committed chain (round, hash, inputs,
+certificate signers, evidence, model and ledger digests), verifies every certificate against the
+genesis and every link of the chain, and summarises the ledger.
+
+Every stored row carries a checksum. A damaged database (a row that does not match its checksum,
+a file SQLite cannot read) is refused with exit code 5 and a message naming the damage; to
+recover, move node.sqlite3 (with any -wal and -shm files) out of --data-dir and start the node
+again with the member's key: it recovers the chain from its peers. A node whose database has never
+recorded a signature (that one, or a new member's) cannot know what it signed before: it signs
+nothing until it is past the round its peers were in when it started (in a new network, where
+every peer is in round 1, it begins at once).
 
 SIGUSR1 logs a ``status`` line: round, view, step, updates held, values being validated, timers.
 
 Exit codes:
   0  finished (--rounds reached) or stopped by SIGINT/SIGTERM; inspect: chain verified
   2  bad usage or configuration (the message names the flag, file or field)
-  3  the data directory cannot be used (another network or member, unreadable)
+  3  the data directory cannot be used (another network or member, another schema, in use)
   4  inspect: the chain does not verify
+  5  the database is damaged (node and inspect; the message says how to recover)
+  6  the disk is full: the write was rolled back and nothing unrecorded was sent; free space and
+     start the node again with the same arguments
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import signal
@@ -42,13 +54,17 @@ import trio
 
 from qora_p2p.errors import (
     ConfigError,
+    DiskFull,
     KeyFileError,
     KeyFormatError,
+    QoraError,
+    StoreDamaged,
+    StoreError,
 )
 from qora_p2p.identity import public_key_hex, read_key_file
 from qora_p2p.node.driver import Node, NodeSettings
 from qora_p2p.node.inspect import inspect_chain
-from qora_p2p.node.store import Store, StoreError
+from qora_p2p.node.store import Store
 from qora_p2p.node.workload import build_workload
 from qora_p2p.protocol.genesis import load_genesis
 from qora_p2p.testnet.plugins import member_hooks
@@ -58,6 +74,8 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_STORE = 3
 EXIT_UNVERIFIED = 4
+EXIT_DAMAGED = 5
+EXIT_DISK_FULL = 6
 
 
 class _Stderr:
@@ -189,11 +207,24 @@ def _run(args: argparse.Namespace) -> int:
         trio.run(_serve_until_signal, node)
     except BaseExceptionGroup as group:
         # A nursery wraps what a task raised; a configuration or store error stays what it is.
-        known = group.subgroup(lambda error: isinstance(error, ConfigError | StoreError))
+        known = group.subgroup(lambda error: _exit_code(error) is not None)
         if known is not None and known.exceptions:
             raise _first(known) from group
         raise
     return EXIT_OK
+
+
+def _exit_code(error: BaseException) -> int | None:
+    """The exit code of an operating error (the message names it); None for a bug."""
+    if isinstance(error, DiskFull) or (isinstance(error, OSError) and error.errno == errno.ENOSPC):
+        return EXIT_DISK_FULL  # ENOSPC outside the store too (a log file on the same full disk)
+    if isinstance(error, StoreDamaged):
+        return EXIT_DAMAGED
+    if isinstance(error, StoreError):
+        return EXIT_STORE
+    if isinstance(error, ConfigError | KeyFileError | KeyFormatError):
+        return EXIT_USAGE
+    return None
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:
@@ -265,12 +296,13 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["inspect"]:
             return _inspect(argv[1:])
         return _run(run_parser().parse_args(argv[1:] if argv[:1] == ["run"] else argv))
-    except StoreError as error:
-        print(f"qora-node: {error}", file=sys.stderr)
-        return EXIT_STORE
-    except (ConfigError, KeyFileError, KeyFormatError) as error:
-        print(f"qora-node: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    except (QoraError, OSError) as error:
+        code = _exit_code(error)
+        if code is None:
+            raise
+        text = str(error) if isinstance(error, QoraError) else f"no space left on the disk ({error}); free space and start the node again"
+        print(f"qora-node: {text}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

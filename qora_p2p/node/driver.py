@@ -7,13 +7,20 @@ trained update, a computed round) or for the core's next deadline, feeds it to t
 executes the effects in order:
 
 * `SignedSlot`: written to SQLite (synchronous) *before* any later effect, so the signed message
-  never leaves the process before the guard is on disk;
+  never leaves the process before the guard is on disk. A write the store cannot make (the disk is
+  full: `DiskFull`; damage: `StoreDamaged`) is logged once and ends `run` with that error, before
+  any later effect: a message whose signature is not on disk never leaves;
 * `Commit` / `Installed`: the record and the new state in one transaction; a committed model is
   then scored on the test set by a reporter task (off the effect loop, so scoring never delays the
   next round's training), which writes the round's one ``round_committed`` line;
 * `Send` / `Broadcast`: encoded once, queued on the transport (never blocks);
 * `Train` / `Compute`: started as tasks that run the CPU work in a worker thread
   (``trio.to_thread``) and post the result back as an event; the core never waits on them.
+
+A database that has never recorded a signature (a new member, or one whose damaged database was
+moved aside) starts the core abstaining (`NodeCore`, "Abstaining"): the node cannot tell a first
+start from a restart that lost its guard, so it signs nothing until it is past the round its peers
+were in; in a new network, where every peer says round 1, it begins at once.
 
 Every queue is bounded: the inbox (the transport awaits when it is full, pushing back on peers),
 per-peer send queues (drop oldest), the models waiting to be scored, and the core's own buffers.
@@ -39,7 +46,7 @@ import numpy.typing as npt
 import structlog
 import trio
 
-from qora_p2p.errors import QoraError
+from qora_p2p.errors import DiskFull, QoraError, StoreError
 from qora_p2p.identity import Identity
 from qora_p2p.node.store import Store
 from qora_p2p.node.transport import LinkFilter, Transport, TransportLimits
@@ -70,7 +77,9 @@ log = structlog.get_logger("qora.node")
 
 INBOX_EVENTS_MAX = 1_024  # decoded messages and results waiting for the core
 EVALUATIONS_QUEUED_MAX = 8  # committed models waiting to be scored; past it a round's line has no accuracy
-LOGGED_EVENTS = frozenset({"resumed", "equivocation", "invalid_value", "build_failed", "cannot_repropose", "refused_double_sign"})
+LOGGED_EVENTS = frozenset(
+    {"resumed", "equivocation", "invalid_value", "build_failed", "cannot_repropose", "refused_double_sign", "abstain_started", "abstain_ended"}
+)
 REPUTATIONS_LOGGED_MAX = 64  # members whose reputations go into the round line (larger networks: none)
 
 
@@ -204,12 +213,13 @@ class Node:
         try:
             restored = await trio.to_thread.run_sync(store.restore)
             self.committed = restored.state.round
-            self.core = restored.core(self.genesis, self.identity, now_ms=0)
+            self.core = restored.core(self.genesis, self.identity, now_ms=0, abstain=not restored.guarded)
             self.log.info(
                 "node_started",
                 member=self.me,
                 round=restored.state.round + 1,
                 resumed_slots=len(restored.signed),
+                abstaining=self.core.abstaining,
                 hooks=list(self.hooks.names),
             )
             self.transport = Transport(
@@ -440,7 +450,7 @@ class _Effects:
         self._transport().send(effect.peer, effect.data)
 
     async def signed_slot(self, effect: SignedSlot) -> None:
-        await trio.to_thread.run_sync(self._store().sign, effect.slot, effect.content, effect.payload)
+        await self._write(self._store().sign, effect.slot, effect.content, effect.payload)
 
     async def train(self, effect: Train) -> None:
         self._nursery().start_soon(self.node._train, effect)
@@ -449,12 +459,12 @@ class _Effects:
         self._nursery().start_soon(self.node._compute, effect)
 
     async def commit(self, effect: Commit) -> None:
-        await trio.to_thread.run_sync(self._store().commit, effect.record, effect.state)
+        await self._write(self._store().commit, effect.record, effect.state)
         await self.node._committed(effect)
 
     async def installed(self, effect: Installed) -> None:
         node = self.node
-        await trio.to_thread.run_sync(self._store().install, list(effect.records), effect.state)
+        await self._write(self._store().install, list(effect.records), effect.state)
         node.committed = effect.state.round
         node.log.info("caught_up", round=effect.state.round, records=len(effect.records))
         node._check_done()
@@ -465,6 +475,15 @@ class _Effects:
 
     async def penalize(self, effect: Penalize) -> None:
         self._transport().penalize(effect.peer, effect.reason)
+
+    async def _write(self, write: Callable[..., None], *args: Any) -> None:
+        """A store write in a worker thread. One the store cannot make stops the node: the error
+        ends `run` (and the CLI exits with its code), after one line saying why."""
+        try:
+            await trio.to_thread.run_sync(write, *args)
+        except StoreError as error:
+            self.node.log.error("disk_full" if isinstance(error, DiskFull) else "store_failed", error=str(error), stopping=True)
+            raise
 
     def _transport(self) -> Transport:
         assert self.node.transport is not None, "effects run only while the node runs"

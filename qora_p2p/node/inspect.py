@@ -1,6 +1,7 @@
 """Reading and verifying a node's committed chain (``qora-node inspect``, scenario reports).
 
-`inspect_chain` opens a data directory read-only (WAL lets it run beside the live node), verifies
+`inspect_chain` opens a data directory read-only (WAL lets it run beside the live node), checks the
+database for damage (SQLite's structure check and every row's checksum: `StoreDamaged`), verifies
 every record's certificate against the stored genesis and every link of the chain (rounds a
 catch-up by snapshot skipped are listed, not links), and checks
 the stored model and ledger against the last certified round's digests.
@@ -20,7 +21,12 @@ __all__ = ["inspect_chain"]
 
 
 def inspect_chain(directory: Path) -> dict[str, Any]:
-    """The committed chain of a data directory, verified; see the module notes."""
+    """The committed chain of a data directory, verified; see the module notes.
+
+    Raises:
+        StoreError: no node database there; `StoreDamaged` if it is damaged (the message names
+            what and how to recover).
+    """
     genesis, member_key = open_genesis_of(directory)
     names = [member.name for member in genesis.members]
     keys = [member.public_key for member in genesis.members]
@@ -28,6 +34,7 @@ def inspect_chain(directory: Path) -> dict[str, Any]:
     skipped: list[list[int]] = []  # [first, last] rounds absent after catching up by snapshot
     rounds = []
     with Store(directory, genesis, member_key, readonly=True) as store:
+        store.verify()
         records, state, checkpoints = store.chain()
     previous = chain_origin(genesis)
     expected_round = 1

@@ -52,6 +52,9 @@ One FL round ``r`` on the chain ending in ``H[r-1]``:
 
 Every buffer is bounded (`qora_p2p.protocol.limits`); a peer that exceeds a limit or sends an
 invalid message is penalised and ignored, never a crash.
+
+A member whose last-signed guard is new abstains from signing until it is past every round it
+may have signed in (`qora_p2p.protocol.abstain`).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from typing import TYPE_CHECKING, Any
 from qora_p2p.errors import FixedPointError, LocalProtocolError, MessageError, SignatureError
 from qora_p2p.fixedpoint import from_bytes
 from qora_p2p.identity import Identity, verify
+from qora_p2p.protocol.abstain import Abstention
 from qora_p2p.protocol.agreement import Agreement
 from qora_p2p.protocol.catchup import CatchUp
 from qora_p2p.protocol.dissemination import Dissemination
@@ -176,9 +180,12 @@ class NodeCore:
         records: the most recent committed records (to serve catch-up).
         now_ms: the current time.
         verifier: signature check (pure; simulators share a cache across members).
+        abstain: this member's guard is new (no slots): sign nothing until past every round it
+            may have signed in before (module notes, "Abstaining").
 
     Raises:
-        LocalProtocolError: the identity is not a member of the genesis.
+        LocalProtocolError: the identity is not a member of the genesis, or an abstaining core
+            is given signed slots.
     """
 
     def __init__(
@@ -192,10 +199,13 @@ class NodeCore:
         own_payload: bytes | None = None,
         records: Sequence[Record] = (),
         verifier: Callable[[bytes, bytes, bytes, bytes], None] = verify,
+        abstain: bool = False,
     ) -> None:
         me = genesis.member_index(identity.public_key)
         if me is None:
             raise LocalProtocolError("this identity is not a member of the genesis")
+        if abstain and signed:
+            raise LocalProtocolError("a guard that holds signed slots is not new: nothing to abstain for")
         self.genesis, self.identity, self.me = genesis, identity, me
         self.size = genesis.size
         self.genesis_hash = genesis.hash
@@ -217,7 +227,11 @@ class NodeCore:
         self.effects: list[Effect] = []
         self.now_ms = now_ms  # time of the latest input
         self.next_request = 1
+        self.abstention = Abstention(genesis.size, genesis.faulty) if abstain and genesis.size > 1 else None
         self.round = self._new_round(now_ms)
+        if self.abstaining:
+            why = "a new last-signed guard: this member may have signed in the round in progress before; it signs nothing until it is past the round its peers were in"
+            self.event("abstain_started", why=why, peers_to_hear=self.size - 1 - genesis.faulty)
         self._begin_round(now_ms, own_payload)
 
     # ---------------------------------------------------------------------------- public inputs
@@ -239,6 +253,7 @@ class NodeCore:
         assert len(self.future) <= FUTURE_MESSAGES_MAX, "the next round's buffer is bounded"
         assert sum(count for count, _ in self.future_from.values()) == len(self.future), "per-peer counts match"
         assert len(self.evidence.pending) <= EVIDENCE_POOL_MAX, "the evidence pool is bounded"
+        assert not (self.abstaining and self.signed), "an abstaining member has signed nothing"
 
     def next_deadline(self) -> int:
         """The earliest time `handle_timer` has something to do (always after the last event)."""
@@ -334,6 +349,8 @@ class NodeCore:
         current = self.round
         updates = current.updates
         status = {"round": current.number, "eligible": len(current.eligible), "updates": sorted(updates.held), "ready": updates.ready_ms is not None}
+        if self.abstention is not None and self.abstaining:
+            status["abstaining"] = {"claimed_round": self.abstention.claimed_round(), "heard": sorted(self.abstention.claims)}
         status |= current.agreement.status()
         status["fetching"] = sorted(sender for sender, _ in updates.fetching)
         return status
@@ -361,8 +378,11 @@ class NodeCore:
         return True
 
     def sign_slot(self, slot: Slot, content: bytes, payload: bytes | None = None) -> bool:
-        """Record a signature for ``slot``; False if we already signed something else there."""
+        """Record a signature for ``slot``; False if we already signed something else there, or abstain."""
         assert slot[1] == self.round.number, "we sign only in the round in progress"
+        if self.abstention is not None and self.abstaining:
+            self.abstention.refused += 1
+            return False
         earlier = self.signed.get(slot)
         if earlier is not None and earlier != content:
             self.event("refused_double_sign", slot=slot)
@@ -438,6 +458,7 @@ class NodeCore:
     def _begin_round(self, now_ms: int, own_payload: bytes | None = None) -> None:
         current = self.round
         self.event("round_started", round=current.number)
+        self._end_abstaining_if_past()
         current.agreement.start(now_ms)
         slot = ("update", current.number, 0)
         if own_payload is not None and slot in self.signed:
@@ -446,12 +467,39 @@ class NodeCore:
                 current.updates.own = update
                 self.emit(Broadcast(update))
                 current.updates.store(update, now_ms)
-        if current.updates.own is None and slot not in self.signed and self.me in current.contributors:
-            self.emit(Train(current.number, self.state.model))
+        self._train_if_due()
         buffered, self.future, self.future_from = self.future, [], {}
         for peer, message in buffered:
             self.receive(peer, message, now_ms)
         self.round.agreement.progress(now_ms)
+
+    def _train_if_due(self) -> None:
+        current = self.round
+        if current.updates.own is None and ("update", current.number, 0) not in self.signed and self.me in current.contributors and not self.abstaining:
+            self.emit(Train(current.number, self.state.model))
+
+    @property
+    def abstaining(self) -> bool:
+        return self.abstention is not None and not self.abstention.over
+
+    def _end_abstaining_if_past(self) -> bool:
+        """Stop abstaining once that is safe (`qora_p2p.protocol.abstain`); True if this call ended it."""
+        abstention = self.abstention
+        if abstention is None or abstention.over:
+            return False
+        why = abstention.why_over(self.state.round)
+        if why is None:
+            return False
+        abstention.over = True
+        self.event(
+            "abstain_ended",
+            why=why,
+            claimed_round=abstention.claimed_round(),
+            committed=self.state.round,
+            heard=len(abstention.claims),
+            refused=abstention.refused,
+        )
+        return True
 
     def _gossip(self) -> None:
         """Re-send what peers may have lost: our holdings, our proposal and votes of this view."""
@@ -492,6 +540,8 @@ class NodeCore:
         self.future_from[peer] = (messages + 1, updates + is_update)
 
     def _on_hello(self, peer: int, hello: Hello, now_ms: int) -> None:
+        if self.abstention is not None and self.abstaining and self.abstention.hear(peer, hello.round) and self._end_abstaining_if_past():
+            self._train_if_due()
         if hello.round > self.round.number:
             self.catchup.request(peer, now_ms)
         elif hello.round < self.round.number:

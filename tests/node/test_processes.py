@@ -39,7 +39,8 @@ def _identical_prefixes(cluster: LocalCluster, members, rounds: int) -> None:
 
 def test_four_nodes_commit_identical_chains_and_stop_cleanly(cluster):
     """Four processes commit 6 rounds; `inspect --json` shows the same verified chain on each, and
-    each exits 0 after --rounds."""
+    each exits 0 after --rounds. All start on new databases: each abstains until its peers say
+    round 1, then signs."""
     for index in range(4):
         cluster.start(index, rounds=6, linger_s=1)
     for index in range(4):
@@ -48,6 +49,9 @@ def test_four_nodes_commit_identical_chains_and_stop_cleanly(cluster):
     lines = cluster.events(0, "round_committed")
     assert [line["round"] for line in lines] == [1, 2, 3, 4, 5, 6]
     assert all(line["inputs"] >= 3 for line in lines)
+    for index in range(4):
+        (ended,) = cluster.events(index, "abstain_ended")
+        assert ended["claimed_round"] == 1 and ended["committed"] == 0, ended
 
 
 def test_sigkill_mid_run_restart_catches_up_without_double_signing(cluster):
@@ -68,7 +72,8 @@ def test_sigkill_mid_run_restart_catches_up_without_double_signing(cluster):
 
 
 def test_late_node_catches_up(cluster):
-    """Three members run for a while; the fourth starts late and reaches the same chain."""
+    """Three members run for a while; the fourth starts late (a new database, as after losing one)
+    and reaches the same chain; it signs nothing until it is past the round its peers were in."""
     for index in range(3):
         cluster.start(index)
     cluster.wait_until(lambda: cluster.committed(0) >= 4, DEADLINE_S, "three members commit 4 rounds")
@@ -76,6 +81,9 @@ def test_late_node_catches_up(cluster):
     target = cluster.committed(0) + 2
     cluster.wait_until(lambda: cluster.committed(3) >= target, DEADLINE_S, "the late member catches up")
     _identical_prefixes(cluster, [0, 1, 2, 3], target)
+    cluster.wait_until(lambda: cluster.events(3, "abstain_ended"), DEADLINE_S, "the late member signs again")
+    (ended,) = cluster.events(3, "abstain_ended")
+    assert ended["claimed_round"] >= 5 and ended["committed"] >= ended["claimed_round"] + 1, ended
 
 
 def test_garbage_and_unknown_keys_are_refused_while_rounds_go_on(cluster):

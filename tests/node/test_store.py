@@ -1,25 +1,29 @@
-"""The durable store: the last-signed guard, atomic commits, restore, and refusal of foreign data."""
+"""The durable store: the last-signed guard, atomic commits, restore, refusal of foreign data, and
+damage that is noticed (checksums, SQLite's own check) instead of used."""
 
 from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from qora_p2p.errors import LocalProtocolError
+from qora_p2p.errors import DiskFull, LocalProtocolError
 from qora_p2p.fixedpoint import to_bytes
 from qora_p2p.identity import Identity
-from qora_p2p.node.store import DATABASE_NAME, DoubleSignError, Store, StoreError
-from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
+from qora_p2p.node.store import DATABASE_NAME, DoubleSignError, Store, StoreDamaged, StoreError, open_genesis_of
+from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec, dump_genesis
 from qora_p2p.protocol.messages import Precommit, Record, Value
-from qora_p2p.protocol.state import chain_origin, compute_round, genesis_state
+from qora_p2p.protocol.state import chain_origin, compute_round, genesis_state, snapshot_bytes
 
 
-def _network(members: int = 4, seed: int = 0) -> tuple[Genesis, list[Identity]]:
+def _network(members: int = 4, seed: int = 0, dimension: int = 8) -> tuple[Genesis, list[Identity]]:
     identities = [Identity.from_seed(bytes([seed, index]) * 16) for index in range(members)]
     genesis = Genesis(
         f"store-test-{seed}",
         tuple(Member(f"m{index}", identity.public_key, "127.0.0.1", 9000 + index) for index, identity in enumerate(identities)),
-        ModelSpec("synthetic", 8, 0),
+        ModelSpec("synthetic", dimension, 0),
         "trimmed_mean",
         {"trim": 1},
     )
@@ -27,7 +31,7 @@ def _network(members: int = 4, seed: int = 0) -> tuple[Genesis, list[Identity]]:
 
 
 def _committed_round(genesis: Genesis, identities: list[Identity], state):
-    payloads = [to_bytes(np.full(8, 100 * (index + 1), dtype=np.int32)) for index in range(genesis.size)]
+    payloads = [to_bytes(np.full(genesis.model.dimension, 100 * (index + 1), dtype=np.int32)) for index in range(genesis.size)]
     result = compute_round(genesis, state, tuple(range(genesis.size)), tuple(payloads), ())
     value = Value(state.round + 1, state.last_hash, tuple((index, bytes([index]) * 32) for index in range(genesis.size)), (), result.model_digest, result.ledger_digest)
     round_hash = value.id(genesis.hash)
@@ -129,3 +133,185 @@ def test_one_process_writes_a_data_directory(tmp_path):
     Store(tmp_path, genesis, identities[0].public_key, readonly=True).close()
     first.close()
     Store(tmp_path, genesis, identities[0].public_key).close()
+
+
+# ------------------------------------------------------------------------------------- damage
+
+
+def _flip(path: Path, needle: bytes) -> None:
+    """Flip one bit in the middle of every copy of ``needle`` in the file (bit rot under SQLite,
+    which keeps no checksums of its own: the file stays a valid database)."""
+    data = bytearray(path.read_bytes())
+    at = data.find(needle)
+    assert at >= 0, "the bytes to damage are in the database file"
+    while at >= 0:
+        data[at + len(needle) // 2] ^= 0x10
+        at = data.find(needle, at + 1)
+    path.write_bytes(bytes(data))
+
+
+def _one_round(tmp_path: Path):
+    """A closed database holding one committed round, a signed slot of the next, and the genesis."""
+    genesis, identities = _network()
+    record, state = _committed_round(genesis, identities, genesis_state(genesis))
+    with Store(tmp_path, genesis, identities[0].public_key) as store:
+        store.commit(record, state)
+        store.sign(("update", 2, 0), b"u" * 32, b"payload-of-round-2")
+    return genesis, identities, record, state
+
+
+def _refused(tmp_path: Path, genesis: Genesis, key: bytes, names: str) -> None:
+    """Opening to write and inspecting both refuse with StoreDamaged naming the damage and the way back."""
+    with pytest.raises(StoreDamaged, match=names) as opened:
+        Store(tmp_path, genesis, key)
+    assert "To recover: stop the node, move" in str(opened.value) and "this member's key" in str(opened.value)
+    with pytest.raises(StoreDamaged, match=names), Store(tmp_path, genesis, key, readonly=True) as store:
+        store.verify()
+
+
+def test_a_bit_flip_in_a_stored_record_is_refused_as_damage(tmp_path):
+    """A flipped bit inside a committed record (which would still decode, and be served to peers)
+    is refused when the store opens, naming the record and the recovery path."""
+    genesis, identities, record, _ = _one_round(tmp_path)
+    _flip(tmp_path / DATABASE_NAME, record.encode())
+    _refused(tmp_path, genesis, identities[0].public_key, "record of round 1 does not match its checksum")
+
+
+def test_a_bit_flip_in_the_stored_state_is_refused_as_damage(tmp_path):
+    """A flipped bit in the stored model (a model that silently differs from the agreed one) is damage."""
+    genesis, identities, _, state = _one_round(tmp_path)
+    _flip(tmp_path / DATABASE_NAME, snapshot_bytes(state)[0])
+    _refused(tmp_path, genesis, identities[0].public_key, r"the state \(round 1\) does not match its checksum")
+
+
+def test_a_bit_flip_in_a_signed_slot_is_refused_as_damage(tmp_path):
+    """The last-signed guard itself is checked: a flipped payload would re-send another update."""
+    genesis, identities, _, _ = _one_round(tmp_path)
+    _flip(tmp_path / DATABASE_NAME, b"payload-of-round-2")
+    _refused(tmp_path, genesis, identities[0].public_key, r"signed slot \('update', 2, 0\) does not match")
+
+
+@pytest.mark.parametrize("row", ["genesis", "genesis_hash"])
+def test_a_bit_flip_in_the_stored_genesis_is_damage_not_another_network(tmp_path, row):
+    """A flipped bit in the genesis text or hash reads as damage (before, a flipped hash said the
+    directory belonged to another network), for the node and for inspect, which has no key."""
+    genesis, identities, _, _ = _one_round(tmp_path)
+    _flip(tmp_path / DATABASE_NAME, dump_genesis(genesis).encode() if row == "genesis" else genesis.hash)
+    _refused(tmp_path, genesis, identities[0].public_key, f"meta '{row}' does not match its checksum")
+    with pytest.raises(StoreDamaged, match=f"meta '{row}'"):
+        open_genesis_of(tmp_path)
+
+
+def test_a_damaged_file_header_is_refused_as_damage(tmp_path):
+    """Bytes of the SQLite header overwritten: SQLite cannot read the file; a StoreDamaged with the
+    recovery path, never a traceback."""
+    genesis, identities, _, _ = _one_round(tmp_path)
+    path = tmp_path / DATABASE_NAME
+    data = bytearray(path.read_bytes())
+    data[0:6] = b"SQLitX"
+    path.write_bytes(bytes(data))
+    _refused(tmp_path, genesis, identities[0].public_key, "SQLite cannot read it")
+    with pytest.raises(StoreDamaged, match="SQLite cannot read it"):
+        open_genesis_of(tmp_path)
+
+
+def test_a_broken_table_page_is_found_by_sqlites_own_check(tmp_path):
+    """The records table's page overwritten with garbage: SQLite's structure check names it."""
+    genesis, identities, _, _ = _one_round(tmp_path)
+    path = tmp_path / DATABASE_NAME
+    with sqlite3.connect(path) as db:
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'records'").fetchone()
+    db.close()
+    data = bytearray(path.read_bytes())
+    data[(root - 1) * page_size : root * page_size] = bytes([0xA5]) * page_size
+    path.write_bytes(bytes(data))
+    _refused(tmp_path, genesis, identities[0].public_key, "SQLite")
+
+
+def test_a_database_of_the_schema_without_checksums_is_refused_with_the_way_forward(tmp_path):
+    """A schema 1 database (rows without checksums) is refused, saying what to do."""
+    genesis, identities = _network()
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('schema', 1)")
+    db.close()
+    with pytest.raises(StoreError, match=r"older qora-p2p \(schema 1.*start the node again with this member's key"):
+        Store(tmp_path, genesis, identities[0].public_key)
+
+
+def test_an_undamaged_database_verifies_and_reads_back(tmp_path):
+    """The checks pass on what the store wrote itself (the damage tests above are not vacuous)."""
+    genesis, identities, record, state = _one_round(tmp_path)
+    with Store(tmp_path, genesis, identities[0].public_key, readonly=True) as store:
+        store.verify()
+        records, restored, _ = store.chain()
+    assert [stored for stored, _ in records] == [record] and restored.model_digest() == state.model_digest()
+    assert open_genesis_of(tmp_path) == (genesis, identities[0].public_key)
+
+
+# ------------------------------------------------------------------------------------- full disk
+
+BIG = 2_048  # a model whose payload and state need pages of their own (4 KiB pages)
+
+
+def _full(store: Store) -> None:
+    """No page beyond those the database has (SQLite's own limit: a disk with no room left)."""
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def test_a_full_disk_while_signing_records_nothing_and_raises_disk_full(tmp_path):
+    """SQLITE_FULL while recording a slot: DiskFull, nothing recorded, the database intact and
+    usable once there is room again."""
+    genesis, identities = _network(dimension=BIG)
+    payload = bytes(4 * BIG)
+    with Store(tmp_path, genesis, identities[0].public_key) as store:
+        _full(store)
+        with pytest.raises(DiskFull, match=r"the disk is full .* while recording signed slot .*rolled back"):
+            store.sign(("update", 1, 0), b"u" * 32, payload)
+        assert store.restore().signed == {}
+    with Store(tmp_path, genesis, identities[0].public_key) as store:
+        store.verify()
+        assert store.restore().signed == {}
+        store.sign(("update", 1, 0), b"u" * 32, payload)
+        assert store.restore().own_payload == payload
+
+
+def test_a_full_disk_while_committing_leaves_the_previous_round(tmp_path):
+    """SQLITE_FULL while writing a round: DiskFull, and the database still holds the round before
+    (no record without its state, nothing half-written), with its signed slots."""
+    genesis, identities = _network(dimension=BIG)
+    record, state = _committed_round(genesis, identities, genesis_state(genesis))
+    with Store(tmp_path, genesis, identities[0].public_key) as store:
+        store.sign(("precommit", 1, 0), b"p" * 32)
+        _full(store)
+        with pytest.raises(DiskFull, match="while writing round 1"):
+            store.commit(record, state)
+    with Store(tmp_path, genesis, identities[0].public_key) as store:
+        store.verify()
+        restored = store.restore()
+        assert store.last_round() == 0 and list(store.records()) == []
+        assert restored.signed == {("precommit", 1, 0): b"p" * 32}
+        store.commit(record, state)
+        assert store.last_round() == 1
+
+
+def test_a_database_is_guarded_once_it_has_recorded_a_signature(tmp_path):
+    """A new database (or one whose slots were all pruned before any was recorded) is not guarded;
+    once a slot is recorded it is, across reopening and after the slot is pruned at a commit."""
+    genesis, identities = _network()
+    record, state = _committed_round(genesis, identities, genesis_state(genesis))
+    with Store(tmp_path, genesis, identities[0].public_key) as store:
+        assert not store.restore().guarded
+        store.commit(record, state)
+        assert not store.restore().guarded, "caught up, but nothing signed in this database"
+    with Store(tmp_path, genesis, identities[0].public_key) as store:
+        assert not store.restore().guarded
+        store.sign(("update", 2, 0), b"u" * 32, b"payload")
+        assert store.restore().guarded
+    with Store(tmp_path, genesis, identities[0].public_key) as store:
+        second, after_second = _committed_round(genesis, identities, state)
+        store.commit(second, after_second)  # prunes the slot of round 2
+        restored = store.restore()
+        assert restored.signed == {} and restored.guarded
