@@ -97,3 +97,14 @@ def test_partition_errors_name_the_problem():
         partition(labels, 10, "iid", min_samples=10)
     with pytest.raises(LearningError, match="alpha"):
         partition(labels, 2, "dirichlet", alpha=0.0)
+
+
+def test_the_generated_higher_dimensional_task_is_the_same_every_time():
+    """classes20 is generated from a fixed seed: the same samples for every run; the run's seed
+    only chooses the train/test split."""
+    first, again, other = load_dataset("classes20", seed=0), load_dataset("classes20", seed=0), load_dataset("classes20", seed=1)
+    assert first.classes == 20 and first.features == 200
+    assert first.train_features.shape[0] + first.test_features.shape[0] == 6_000
+    assert np.array_equal(first.train_features, again.train_features) and np.array_equal(first.test_labels, again.test_labels)
+    assert not np.array_equal(first.test_labels, other.test_labels)
+    assert sorted(np.unique(first.train_labels)) == list(range(20))
