@@ -44,7 +44,7 @@ ALIE's ``mu + z sigma`` on deltas is the paper's ``mu - z sigma`` on gradients.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from statistics import NormalDist
 from typing import Any, ClassVar
@@ -56,9 +56,9 @@ from qora_p2p.aggregation import aggregate
 from qora_p2p.errors import LearningError
 from qora_p2p.fixedpoint import decode, encode
 from qora_p2p.protocol.genesis import Genesis
-from qora_p2p.protocol.state import AgreedState
+from qora_p2p.protocol.state import AgreedState, eligible_members
 
-__all__ = ["ATTACKS", "Attack", "RoundView", "alie_z", "build_attack", "rule_in_force"]
+__all__ = ["ATTACKS", "Attack", "RoundView", "alie_z", "build_attack", "round_view", "rule_in_force"]
 
 Updates = npt.NDArray[np.float64]
 POWER_ITERATIONS = 50  # top principal direction of at most a few hundred updates converges well before
@@ -107,6 +107,33 @@ class RoundView:
         if self.honest_weights is not None and self.own_weights is not None:
             arguments["weights"] = [*self.honest_weights, *self.own_weights]
         return arguments
+
+
+def round_view(
+    genesis: Genesis,
+    state: AgreedState,
+    honest_members: Sequence[int],
+    honest: Updates,
+    attacker_members: Sequence[int],
+    own: Updates,
+    rng: np.random.Generator,
+) -> RoundView:
+    """The view of the round after ``state``: rows ``honest`` sent by ``honest_members`` and rows
+    ``own`` by ``attacker_members`` (in row order), each row at its own member's reputation weight
+    when the rule is weighted, against the rule `rule_in_force`.
+
+    Raises:
+        LearningError: not one member per row.
+    """
+    if len(honest_members) != len(honest) or len(attacker_members) != len(own):
+        raise LearningError("a round view needs one member per honest row and one per forged row")
+    honest_weights = own_weights = None
+    if genesis.weighted:
+        assert state.ledger is not None and genesis.ledger is not None
+        honest_weights = tuple(state.ledger.weights(honest_members, genesis.ledger))
+        own_weights = tuple(state.ledger.weights(attacker_members, genesis.ledger))
+    inputs = len(eligible_members(genesis, state, state.round + 1))  # ALIE's n: the members the rule aggregates
+    return RoundView(honest, own, inputs, genesis.rule, rule_in_force(genesis, state), genesis.frac_bits, rng, honest_weights, own_weights)
 
 
 def rule_in_force(genesis: Genesis, state: AgreedState) -> dict[str, Any]:

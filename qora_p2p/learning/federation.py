@@ -54,13 +54,7 @@ from qora_p2p.aggregation import validate
 from qora_p2p.errors import LearningError
 from qora_p2p.fixedpoint import FRAC_BITS_DEFAULT, encode, to_bytes
 from qora_p2p.identity import Identity
-from qora_p2p.learning.attacks import (
-    Attack,
-    Backdoor,
-    RoundView,
-    build_attack,
-    rule_in_force,
-)
+from qora_p2p.learning.attacks import Attack, Backdoor, build_attack, round_view
 from qora_p2p.learning.data import Dataset, load_dataset, partition
 from qora_p2p.learning.genesis_model import initial_model
 from qora_p2p.learning.models import Model, build_model
@@ -257,24 +251,11 @@ def _forge(
     attack: Attack,
     rng: np.random.Generator,
 ) -> None:
-    """Replace the attackers' rows of ``updates`` by their forgeries, in place."""
+    """Replace the attackers' rows of ``updates`` (one per member of ``inputs``) by their forgeries, in place."""
     honest = [row for row, member in enumerate(inputs) if member not in byzantine]
     attackers = [row for row, member in enumerate(inputs) if member in byzantine]
-    honest_weights = own_weights = None
-    if genesis.weighted:
-        assert state.ledger is not None and genesis.ledger is not None
-        weights = state.ledger.weights(inputs, genesis.ledger)
-        honest_weights, own_weights = tuple(weights[row] for row in honest), tuple(weights[row] for row in attackers)
-    view = RoundView(
-        updates[honest],
-        updates[attackers],
-        len(inputs),
-        genesis.rule,
-        rule_in_force(genesis, state),
-        genesis.frac_bits,
-        rng,
-        honest_weights,
-        own_weights,
+    view = round_view(
+        genesis, state, [inputs[row] for row in honest], updates[honest], [inputs[row] for row in attackers], updates[attackers], rng
     )
     updates[attackers] = attack.forge(view)
 

@@ -13,7 +13,7 @@ from qora_p2p.identity import Identity
 from qora_p2p.learning.attacks import ATTACKS, Attack, RoundView, alie_z, build_attack
 from qora_p2p.node.workload import SyntheticWorkload, WorkloadConfig
 from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
-from qora_p2p.protocol.ledger import Ledger, Standing
+from qora_p2p.protocol.ledger import Ledger, LedgerParams, Standing
 from qora_p2p.protocol.state import genesis_state
 
 
@@ -157,3 +157,31 @@ def test_a_nodes_attacker_sees_the_rule_the_protocol_runs_after_the_agreed_state
     assert seen.own_weights == tuple(ledger.weights([2], genesis.ledger))
     assert np.array_equal(seen.rule_params["center"], state.aggregate)
     assert seen.rule_params["tau_scale"] == genesis.fixed_rule_params()["tau_scale"]
+
+
+def test_a_nodes_attacker_leaves_its_colluders_and_banned_members_out_of_the_honest_rows():
+    """Colluders' (forged) payloads among the updates a node attacker holds are not honest rows:
+    the honest rows are the honest senders' updates, each at its own weight, and the forged rows
+    carry the coalition's weights, not copies of the forger's own; a banned sender is no row."""
+    members = tuple(Member(f"m{k}", Identity.from_seed(bytes([k + 1]) * 32).public_key, "127.0.0.1", 9300 + k) for k in range(7))
+    genesis = Genesis("coalition", members, ModelSpec("synthetic", 4), "fedavg", {}, ledger=LedgerParams())
+    reputations = (65536, 50000, 60000, 30000, 20000, 45000, 65536)
+    ledger = Ledger(tuple(Standing(reputation, banned_until=9 if k == 6 else 0) for k, reputation in enumerate(reputations)))
+    state = replace(genesis_state(genesis), round=3, ledger=ledger)
+    assert genesis.ledger is not None and genesis.weighted
+    views = []
+
+    class Spy(Attack):
+        def forge(self, view):
+            views.append(view)
+            return view.own
+
+    workload = SyntheticWorkload(genesis, 3, WorkloadConfig(attack="ipm", colluder_members=(3, 4)))
+    workload.attack = Spy()
+    others = {k: to_bytes(encode(np.full(4, float(k)), 16).values) for k in (0, 1, 2, 4, 5, 6)}
+    workload.forge(np.full(4, 3.0), others, state)
+    (seen,) = views
+    assert seen.honest[:, 0].tolist() == [0.0, 1.0, 2.0, 5.0], "colluder 4 and banned member 6 are not honest rows"
+    assert seen.honest_weights == tuple(ledger.weights([0, 1, 2, 5], genesis.ledger))
+    assert seen.own_weights == tuple(ledger.weights([3, 4], genesis.ledger))
+    assert seen.own.shape == (2, 4)
