@@ -54,7 +54,7 @@ from qora_p2p.aggregation import validate
 from qora_p2p.errors import LearningError
 from qora_p2p.fixedpoint import FRAC_BITS_DEFAULT, encode, to_bytes
 from qora_p2p.identity import Identity
-from qora_p2p.learning.attacks import Attack, Backdoor, build_attack, round_view
+from qora_p2p.learning.attacks import Attack, Backdoor, resolve_attack, round_view
 from qora_p2p.learning.data import Dataset, load_dataset, partition
 from qora_p2p.learning.genesis_model import initial_model
 from qora_p2p.learning.models import Model, build_model
@@ -80,6 +80,9 @@ MEMBER_PORT_BASE = 20_000  # members need distinct addresses in a genesis; nothi
 class FederationConfig:
     """Everything that determines a federation run (with ``seed``, everything).
 
+    ``attack`` is a registered name (`qora_p2p.learning.attacks.ATTACKS`, built with
+    ``attack_params``) or an `Attack` object, used as it is (``attack_params`` then stays empty).
+
     Three fields describe what the protocol does not have and accept only the protocol's value:
 
     * ``server_learning_rate`` must be 1.0: the agreed model is ``model + aggregate``, exactly, in
@@ -95,7 +98,7 @@ class FederationConfig:
     hidden: tuple[int, ...] = (32,)
     members: int = 10
     byzantine: int = 0
-    attack: str = "none"
+    attack: str | Attack = "none"
     attack_params: Mapping[str, Any] = field(default_factory=dict)
     partition: str = "dirichlet"
     alpha: float = 0.5
@@ -278,7 +281,7 @@ def run_federation(
     """
     dataset = load_dataset(config.dataset, seed=config.seed)
     model, genesis, state = _start(config, model, dataset)
-    attack = build_attack(config.attack, **dict(config.attack_params))
+    attack = resolve_attack(config.attack, config.attack_params)
     selection = np.random.default_rng([config.seed, 1])
     byzantine = {int(k) for k in selection.choice(config.members, size=config.byzantine, replace=False)}
     trainers = _trainers(config, dataset, model, byzantine, attack)

@@ -12,10 +12,11 @@ model delta) and, on a test network, forges it with an attack of `qora_p2p.learn
   shard, so shards are disjoint without any coordination.
 
 A production node only trains (`train`, then `payload`). On a test network the node's forge hook
-(`qora_p2p.testnet.forging`) calls `forge`: attacks that forge from the honest updates (ALIE, IPM,
-mimic, the adaptive ones) see what a real attacker sees, the updates this member has received so
-far in the round (``others``), for which the hook waits a bounded time (``view_wait_ms``). Attacks
-that poison data poison the shard once, when the workload is built.
+(`qora_p2p.testnet.forging`) calls `forge`, which builds the same `RoundView` as the in-process
+federation. Attacks that forge from the honest updates (`Attack.wants_view`: ALIE, IPM, mimic,
+min-max...) see what a real attacker sees, the updates this member has received so far in the
+round (``others``, its coalition's forgeries left out), for which the hook waits a bounded time
+(``view_wait_ms``). Attacks that poison data poison the shard once, when the workload is built.
 
 `train` and `forge` are CPU work for a worker thread; they keep their own random streams, seeded
 from the member index and the workload seed, and are not part of the agreed state (nothing about an
@@ -33,7 +34,7 @@ import numpy.typing as npt
 
 from qora_p2p.errors import ConfigError, LearningError
 from qora_p2p.fixedpoint import encode, to_bytes
-from qora_p2p.learning.attacks import Attack, build_attack, round_view
+from qora_p2p.learning.attacks import Attack, resolve_attack, round_view
 from qora_p2p.learning.data import PARTITIONS, load_dataset, partition
 from qora_p2p.learning.genesis_model import model_of
 from qora_p2p.learning.synthetic import synthetic_update
@@ -44,7 +45,6 @@ from qora_p2p.protocol.state import AgreedState, eligible_members
 __all__ = ["LearningWorkload", "SyntheticWorkload", "Workload", "WorkloadConfig", "build_workload"]
 
 Vector = npt.NDArray[np.float64]
-VIEW_ATTACKS = ("alie", "ipm", "mimic", "adaptive_alie", "adaptive_ipm")  # forge from others' updates
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,8 @@ class WorkloadConfig:
         dataset: ``digits``, ``breast_cancer`` or an ``.npz`` path (ignored for a synthetic model).
         partition, alpha, data_seed: how the training set is split across the n members.
         training: local SGD settings.
-        attack: a learning attack (``none`` for an honest member) and its parameters.
+        attack: a learning attack: a registered name (``none`` for an honest member) with its
+            parameters, or an `Attack` object (`qora_p2p.learning.attacks`).
         colluders: how many attackers the attack assumes (ALIE's z depends on it) when
             ``colluder_members`` is empty.
         colluder_members: the coalition's members (this one may be listed too): their updates
@@ -69,7 +70,7 @@ class WorkloadConfig:
     alpha: float = 0.5
     data_seed: int = 0
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    attack: str = "none"
+    attack: str | Attack = "none"
     attack_params: Mapping[str, Any] = field(default_factory=dict)
     colluders: int = 1
     colluder_members: tuple[int, ...] = ()
@@ -97,7 +98,7 @@ class Workload:
         if any(k >= genesis.size for k in config.colluder_members):
             raise ConfigError(f"colluder_members {config.colluder_members!r} names a member beyond the genesis' {genesis.size}")
         try:
-            self.attack: Attack = build_attack(config.attack, **dict(config.attack_params))
+            self.attack: Attack = resolve_attack(config.attack, config.attack_params)
         except LearningError as error:
             raise ConfigError(str(error)) from error
         self.attack_rng = np.random.default_rng([config.data_seed, 4, member])
@@ -105,7 +106,7 @@ class Workload:
     @property
     def wants_view(self) -> bool:
         """Whether forging needs other members' updates of the round."""
-        return self.config.attack in VIEW_ATTACKS
+        return self.attack.wants_view
 
     def params(self, model: npt.NDArray[np.int64]) -> Vector:
         return model.astype(np.float64) / self.scale
@@ -124,7 +125,7 @@ class Workload:
         forged rows are the coalition's eligible members, each at its own weight, or ``colluders``
         copies of this member when the coalition is not known. With no honest update in hand, the
         one honest row is this member's own update."""
-        if self.config.attack == "none":
+        if type(self.attack) is Attack:
             return self.payload(own)
         eligible = set(eligible_members(self.genesis, state, state.round + 1))
         coalition = set(self.config.colluder_members) | {self.member}

@@ -6,8 +6,9 @@ An honest node signs what its workload trained. A test-network attacker plugs a 
 node's hooks (`qora_p2p.node.driver.NodeHooks`): it observes every message delivered to the
 member's core and keeps the other members' updates of the round (what a real attacker sees), and
 when the member has trained, it replaces the update with the attack's forgery
-(`qora_p2p.node.workload.Workload.forge`). Attacks that forge from others' updates (ALIE, IPM,
-mimic, the adaptive ones) wait until ``n - f - 1`` of them arrived or ``view_wait_ms`` passed.
+(`qora_p2p.node.workload.Workload.forge`), from the same `RoundView` the in-process federation
+gives its attackers. Attacks that forge from others' updates (`Attack.wants_view`) wait until
+``n - f - 1`` of them arrived or ``view_wait_ms`` passed.
 
 Bounds: one update per other member per round is kept, and only for the round being forged.
 """

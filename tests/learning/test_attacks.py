@@ -1,7 +1,9 @@
 """Each Byzantine behaviour produces what its definition says, on synthetic vectors."""
 
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,7 +12,17 @@ from qora_p2p.aggregation import aggregate
 from qora_p2p.errors import LearningError
 from qora_p2p.fixedpoint import decode, encode, to_bytes
 from qora_p2p.identity import Identity
-from qora_p2p.learning.attacks import ATTACKS, Attack, RoundView, alie_z, build_attack
+from qora_p2p.learning import attacks
+from qora_p2p.learning.attacks import (
+    ATTACKS,
+    Attack,
+    RoundView,
+    SignFlip,
+    alie_z,
+    build_attack,
+    register_attack,
+    resolve_attack,
+)
 from qora_p2p.node.workload import SyntheticWorkload, WorkloadConfig
 from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.protocol.ledger import Ledger, LedgerParams, Standing
@@ -185,3 +197,84 @@ def test_a_nodes_attacker_leaves_its_colluders_and_banned_members_out_of_the_hon
     assert seen.honest_weights == tuple(ledger.weights([0, 1, 2, 5], genesis.ledger))
     assert seen.own_weights == tuple(ledger.weights([3, 4], genesis.ledger))
     assert seen.own.shape == (2, 4)
+
+
+def test_registered_attacks_keep_their_option_types(monkeypatch):
+    """register_attack makes a class buildable by name; its options are checked against the
+    fields' declared types (ints, bools, strings and tables survive, floats take any number),
+    and a name is registered to one class only."""
+    monkeypatch.setattr(attacks, "ATTACKS", dict(ATTACKS))
+
+    @dataclass(frozen=True)
+    class Typed(Attack):
+        rounds: int = 3
+        loud: bool = False
+        mode: str = "a"
+        factor: float = 1.0
+        inner: Mapping[str, Any] = field(default_factory=dict)
+        grid: tuple[float, ...] = (1.0,)
+        z: float | None = None
+
+    assert register_attack("typed", Typed) is Typed and Typed.name == "typed"
+    built = attacks.build_attack("typed", rounds=7, loud=True, mode="b", factor=2, inner={"k": 1}, grid=[1, 2.5], z=None)
+    assert built == Typed(7, True, "b", 2.0, {"k": 1}, (1.0, 2.5), None)
+    assert type(built.rounds) is int and type(built.factor) is float and built.loud is True
+    for key, value, expected in [("rounds", 2.0, "an integer"), ("rounds", True, "an integer"), ("loud", 1, "true or false"), ("mode", 3, "a string"), ("factor", float("nan"), "a finite number"), ("grid", [], "a non-empty list of finite numbers"), ("inner", [1], "a table"), ("z", "x", "a finite number or none")]:
+        with pytest.raises(LearningError, match=f"attack 'typed': '{key}' must be {expected}"):
+            attacks.build_attack("typed", **{key: value})
+    with pytest.raises(LearningError, match="already registered"):
+        register_attack("typed", SignFlip)
+    with pytest.raises(LearningError, match="must match"):
+        register_attack("Bad Name", Typed)
+    with pytest.raises(LearningError, match="not a subclass of Attack"):
+        register_attack("plain", dict)  # type: ignore[arg-type]
+
+    class Plain(Attack):  # not a dataclass: options go to the constructor
+        def __init__(self, strength: int = 1) -> None:
+            self.strength = strength
+
+    register_attack("plain", Plain)
+    plain = attacks.build_attack("plain", strength=4)
+    assert isinstance(plain, Plain) and plain.strength == 4
+    with pytest.raises(LearningError, match="attack 'plain'"):
+        attacks.build_attack("plain", power=4)
+
+
+def test_an_attack_object_is_used_as_given_and_its_parameters_stay_in_it():
+    """resolve_attack returns an Attack object unchanged, builds a name, and refuses parameters
+    given next to an object or anything that is neither."""
+    flip = SignFlip(scale=3.0)
+    assert resolve_attack(flip) is flip
+    assert resolve_attack("scaling", {"factor": 2}) == build_attack("scaling", factor=2.0)
+    with pytest.raises(LearningError, match="constructor"):
+        resolve_attack(flip, {"scale": 2})
+    with pytest.raises(LearningError, match="registered name or an Attack object"):
+        resolve_attack(3)  # type: ignore[arg-type]
+
+
+def test_a_nodes_view_carries_the_round_the_members_the_previous_aggregate_and_reputations():
+    """The node's forge path builds the federation's RoundView: round r = state.round + 1, each
+    row's member, the previous aggregate decoded, every member's reputation; an Attack object in
+    the WorkloadConfig is used as it is."""
+    members = tuple(Member(f"m{k}", Identity.from_seed(bytes([k + 1]) * 32).public_key, "127.0.0.1", 9400 + k) for k in range(4))
+    genesis = Genesis("viewed", members, ModelSpec("synthetic", 4), "median", {})
+    ledger = Ledger(tuple(Standing(reputation) for reputation in (65536, 40000, 30000, 65536)))
+    state = replace(genesis_state(genesis), round=4, aggregate=encode(np.array([0.5, -1.0, 0.0, 2.0]), 16).values, ledger=ledger)
+    views = []
+
+    class Spy(Attack):
+        reads_honest = True
+
+        def forge(self, view):
+            views.append(view)
+            return view.own
+
+    workload = SyntheticWorkload(genesis, 2, WorkloadConfig(attack=Spy(), colluders=2))
+    assert workload.wants_view
+    others = {k: to_bytes(encode(np.full(4, float(k)), 16).values) for k in (0, 3)}
+    workload.forge(np.ones(4), others, state)
+    (seen,) = views
+    assert seen.round == 5 and seen.members == 4
+    assert seen.honest_members == (0, 3) and seen.attacker_members == (2, 2)
+    assert np.array_equal(seen.previous, [0.5, -1.0, 0.0, 2.0])
+    assert seen.reputations == (65536, 40000, 30000, 65536)
