@@ -203,7 +203,7 @@ def test_registered_attacks_keep_their_option_types(monkeypatch):
     """register_attack makes a class buildable by name; its options are checked against the
     fields' declared types (ints, bools, strings and tables survive, floats take any number),
     and a name is registered to one class only."""
-    monkeypatch.setattr(attacks, "ATTACKS", dict(ATTACKS))
+    monkeypatch.setattr(attacks.base, "ATTACKS", dict(ATTACKS))
 
     @dataclass(frozen=True)
     class Typed(Attack):

@@ -1,75 +1,6 @@
-"""Byzantine behaviours from the robust-learning literature.
-
-Theory of operation
--------------------
-Attackers collude and are omniscient, as in the papers: each round they see every honest update
-before sending theirs (a `RoundView`), and the adaptive ones know the aggregation rule as the
-protocol runs it (`qora_p2p.protocol.state.compute_round`): the genesis rule's fixed-point
-parameters, the previous round's aggregate as the centre when the genesis centres on it, and the
-reputation weights of every input when the rule is weighted (`rule_in_force`). An attack acts at
-one of two points:
-
-* **data poisoning** changes the attacker's training data before it trains (label flipping,
-  backdoor); its update is then computed honestly from the poisoned data;
-* **model poisoning** replaces the update with a forged vector (everything else).
-
-The interface
--------------
-An attack is an `Attack` object. ``forge(view)`` returns the (b, P) updates the b attackers send
-(one per row of ``view.own``); with ``poisons_data = True``, ``poison_data(features, labels,
-classes, rng)`` returns the training data an attacker uses instead of its shard; with
-``reads_honest = True`` (the ``wants_view`` property), a test-network node waits a bounded time
-for other members' updates before it forges. The `RoundView` is everything the coalition knows:
-the honest rows and their own, the members behind each row, the round number, the rule in force
-with its parameters and per-row reputation weights, the previous aggregate, every member's
-reputation and a shared random stream; ``view.aggregate(forged)`` runs the rule exactly as the
-protocol will. The federation and a test network's forging node build the view in one place
-(`round_view`).
-
-An object can be the ``attack`` of a `FederationConfig` or of a node's `WorkloadConfig`;
-`register_attack` gives a class a name that configurations, node profiles and `build_attack`
-accept, with options checked against the dataclass fields' types (ints, bools and strings stay
-what they are)::
-
-    @dataclass(frozen=True)
-    class Nudge(Attack):
-        strength: float = 1.0
-
-        def forge(self, view: RoundView) -> Updates:  # push against last round's direction
-            previous = np.zeros(view.own.shape[1]) if view.previous is None else view.previous
-            return view.own - self.strength * previous
-
-    register_attack("nudge", Nudge)
-    run_federation(FederationConfig(byzantine=3, attack="nudge", attack_params={"strength": 2}))
-    run_federation(FederationConfig(byzantine=3, attack=Nudge(strength=2.0)))
-
-Definitions (updates are model deltas, i.e. minus a learning rate times a gradient; ``mu`` and
-``sigma`` are the coordinate-wise mean and standard deviation of the round's honest updates, ``n``
-the number of members and ``b`` the number of attackers):
-
-==============  ==================================================================  ==========
-attack          update sent                                                         source
-==============  ==================================================================  ==========
-sign_flip       ``-scale * own``                                  (scale 1)         Allouah et al. 2023
-scaling         ``factor * own``                                  (factor 10)       Bagdasaryan et al. 2020
-gaussian        ``N(0, std**2)`` per coordinate                   (std sqrt(200))   Blanchard et al. 2017
-zero            ``0``                                                               ByzFL
-random          ``U(-scale, scale)`` per coordinate               (scale 10)        ByzFL
-label_flip      train on labels ``classes - 1 - y``                                  Allouah et al. 2023
-backdoor        train with a trigger on ``fraction`` of samples, relabelled         Gu et al. 2017;
-                ``target``; update times ``boost``    (target 0, fraction 0.5, 1)   Bagdasaryan et al.
-alie            ``mu + z * sigma``; z from ``s = floor(n/2 + 1) - b``,               Baruch et al. 2019
-                ``z = Phi^-1((n - s) / n)``, or a fixed ``z``
-ipm             ``-epsilon * mu``                                 (epsilon 0.1)     Xie et al. 2019
-mimic           a copy of the honest update farthest along the honest updates'      Karimireddy et al.
-                top principal direction                                             2022
-adaptive_alie   ALIE with the ``z`` from a grid that moves the rule's aggregate     Shejwalkar and
-                farthest from ``mu`` (the attack runs the rule itself)              Houmansadr 2021
-adaptive_ipm    IPM with ``epsilon`` chosen the same way                            (same)
-==============  ==================================================================  ==========
-
-ALIE's ``mu + z sigma`` on deltas is the paper's ``mu - z sigma`` on gradients.
-"""
+"""The attack interface: what the coalition sees each round (`RoundView`), what an attack is
+(`Attack`), and the registry that builds attacks by name with typed options (`register_attack`,
+`build_attack`). See `qora_p2p.learning.attacks` for the theory of operation."""
 
 from __future__ import annotations
 
@@ -78,7 +9,6 @@ import re
 from collections import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
-from statistics import NormalDist
 from types import UnionType
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
@@ -91,12 +21,20 @@ from qora_p2p.fixedpoint import decode, encode
 from qora_p2p.protocol.genesis import Genesis
 from qora_p2p.protocol.state import AgreedState, eligible_members
 
-__all__ = ["ATTACKS", "Attack", "RoundView", "alie_z", "build_attack", "register_attack", "resolve_attack", "round_view", "rule_in_force"]
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "RoundView",
+    "Updates",
+    "build_attack",
+    "check_non_negative",
+    "register_attack",
+    "resolve_attack",
+    "round_view",
+    "rule_in_force",
+]
 
 Updates = npt.NDArray[np.float64]
-POWER_ITERATIONS = 50  # top principal direction of at most a few hundred updates converges well before
-ALIE_GRID = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
-IPM_GRID = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,204 +207,6 @@ class Attack:
         return view.own
 
 
-@dataclass(frozen=True)
-class SignFlip(Attack):
-    name: ClassVar[str] = "sign_flip"
-    scale: float = 1.0
-
-    def forge(self, view: RoundView) -> Updates:
-        return -self.scale * view.own
-
-
-@dataclass(frozen=True)
-class Scaling(Attack):
-    name: ClassVar[str] = "scaling"
-    factor: float = 10.0
-
-    def forge(self, view: RoundView) -> Updates:
-        return self.factor * view.own
-
-
-@dataclass(frozen=True)
-class Gaussian(Attack):
-    name: ClassVar[str] = "gaussian"
-    std: float = math.sqrt(200.0)
-
-    def __post_init__(self) -> None:
-        _check_non_negative(self.name, "std", self.std)
-
-    def forge(self, view: RoundView) -> Updates:
-        return view.rng.normal(0.0, self.std, size=view.own.shape)
-
-
-@dataclass(frozen=True)
-class Zero(Attack):
-    name: ClassVar[str] = "zero"
-
-    def forge(self, view: RoundView) -> Updates:
-        return np.zeros_like(view.own)
-
-
-@dataclass(frozen=True)
-class Random(Attack):
-    name: ClassVar[str] = "random"
-    scale: float = 10.0
-
-    def __post_init__(self) -> None:
-        _check_non_negative(self.name, "scale", self.scale)
-
-    def forge(self, view: RoundView) -> Updates:
-        return view.rng.uniform(-self.scale, self.scale, size=view.own.shape)
-
-
-@dataclass(frozen=True)
-class LabelFlip(Attack):
-    name: ClassVar[str] = "label_flip"
-    poisons_data: ClassVar[bool] = True
-
-    def poison_data(self, features, labels, classes, rng):  # type: ignore[no-untyped-def]
-        return features, (classes - 1 - labels).astype(np.int64)
-
-
-@dataclass(frozen=True)
-class Backdoor(Attack):
-    """Trigger: the last ``trigger_size`` features set to ``trigger_value`` (on digits, a bar at
-    the bottom right of the 8x8 image, at full intensity)."""
-
-    name: ClassVar[str] = "backdoor"
-    poisons_data: ClassVar[bool] = True
-    target: int = 0
-    fraction: float = 0.5
-    boost: float = 1.0
-    trigger_size: int = 4
-    trigger_value: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.target < 0:
-            raise LearningError(f"attack 'backdoor': 'target' must be a non-negative integer, got {self.target}")
-        if not 0 < self.fraction <= 1:
-            raise LearningError(f"attack 'backdoor': 'fraction' must be in (0, 1], got {self.fraction}")
-        if self.trigger_size < 1:
-            raise LearningError(f"attack 'backdoor': 'trigger_size' must be at least 1, got {self.trigger_size}")
-
-    def stamp(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """``features`` with the trigger applied (a copy)."""
-        stamped = features.copy()
-        stamped[:, -self.trigger_size :] = self.trigger_value
-        return stamped
-
-    def poison_data(self, features, labels, classes, rng):  # type: ignore[no-untyped-def]
-        if not 0 <= self.target < classes:
-            raise LearningError(f"backdoor target {self.target} is not a class (0..{classes - 1})")
-        chosen = rng.permutation(labels.size)[: round(self.fraction * labels.size)]
-        features, labels = features.copy(), labels.copy()
-        features[chosen] = self.stamp(features[chosen])
-        labels[chosen] = self.target
-        return features, labels
-
-    def forge(self, view: RoundView) -> Updates:
-        return self.boost * view.own
-
-
-def alie_z(members: int, attackers: int) -> float:
-    """Baruch et al.'s ``z_max``: the largest shift that still leaves enough honest updates beyond it
-    for the attackers' vector to pass as a median."""
-    supporters = math.floor(members / 2 + 1) - attackers
-    probability = (members - supporters) / members
-    if not 0 < probability < 1:
-        raise LearningError(f"ALIE's z is undefined for n={members}, b={attackers}")
-    return NormalDist().inv_cdf(probability)
-
-
-def _alie(view: RoundView, z: float) -> Updates:
-    mean, spread = view.honest.mean(axis=0), view.honest.std(axis=0)
-    return np.tile(mean + z * spread, (view.own.shape[0], 1))
-
-
-def _ipm(view: RoundView, epsilon: float) -> Updates:
-    return np.tile(-epsilon * view.honest.mean(axis=0), (view.own.shape[0], 1))
-
-
-@dataclass(frozen=True)
-class ALIE(Attack):
-    """``z=None`` uses the paper's formula; a number fixes z."""
-
-    name: ClassVar[str] = "alie"
-    reads_honest: ClassVar[bool] = True
-    z: float | None = None
-
-    def forge(self, view: RoundView) -> Updates:
-        z = alie_z(view.members, view.own.shape[0]) if self.z is None else self.z
-        return _alie(view, z)
-
-
-@dataclass(frozen=True)
-class IPM(Attack):
-    name: ClassVar[str] = "ipm"
-    reads_honest: ClassVar[bool] = True
-    epsilon: float = 0.1
-
-    def forge(self, view: RoundView) -> Updates:
-        return _ipm(view, self.epsilon)
-
-
-@dataclass(frozen=True)
-class Mimic(Attack):
-    name: ClassVar[str] = "mimic"
-    reads_honest: ClassVar[bool] = True
-
-    def forge(self, view: RoundView) -> Updates:
-        centred = view.honest - view.honest.mean(axis=0)
-        direction = np.ones(centred.shape[1]) / math.sqrt(centred.shape[1])
-        for _ in range(POWER_ITERATIONS):
-            image = centred.T @ (centred @ direction)
-            norm = float(np.linalg.norm(image))
-            if norm == 0.0:
-                break
-            direction = image / norm
-        chosen = int(np.argmax(np.abs(centred @ direction)))
-        return np.tile(view.honest[chosen], (view.own.shape[0], 1))
-
-
-def _distance_after_aggregation(view: RoundView, forged: Updates) -> float:
-    """How far the rule's aggregate of honest + forged updates lands from the honest mean."""
-    return float(np.linalg.norm(view.aggregate(forged) - view.honest.mean(axis=0)))
-
-
-@dataclass(frozen=True)
-class AdaptiveALIE(Attack):
-    """Line search of ALIE's z over ``grid`` against the actual rule."""
-
-    name: ClassVar[str] = "adaptive_alie"
-    reads_honest: ClassVar[bool] = True
-    grid: tuple[float, ...] = ALIE_GRID
-
-    def __post_init__(self) -> None:
-        if not self.grid:
-            raise LearningError(f"attack {self.name!r}: 'grid' must be a non-empty list of numbers")
-
-    def forge(self, view: RoundView) -> Updates:
-        candidates = [_alie(view, z) for z in self.grid]
-        return max(candidates, key=lambda forged: _distance_after_aggregation(view, forged))
-
-
-@dataclass(frozen=True)
-class AdaptiveIPM(Attack):
-    """Line search of IPM's epsilon over ``grid`` against the actual rule."""
-
-    name: ClassVar[str] = "adaptive_ipm"
-    reads_honest: ClassVar[bool] = True
-    grid: tuple[float, ...] = IPM_GRID
-
-    def __post_init__(self) -> None:
-        if not self.grid:
-            raise LearningError(f"attack {self.name!r}: 'grid' must be a non-empty list of numbers")
-
-    def forge(self, view: RoundView) -> Updates:
-        candidates = [_ipm(view, epsilon) for epsilon in self.grid]
-        return max(candidates, key=lambda forged: _distance_after_aggregation(view, forged))
-
-
 ATTACKS: dict[str, type[Attack]] = {}  # the registry (`register_attack`), by name
 ATTACK_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")  # a profile key and a benchmark column
 
@@ -489,10 +229,6 @@ def register_attack(name: str, kind: type[Attack]) -> type[Attack]:
         kind.name = name
     ATTACKS[name] = kind
     return kind
-
-
-for _kind in (Attack, SignFlip, Scaling, Gaussian, Zero, Random, LabelFlip, Backdoor, ALIE, IPM, Mimic, AdaptiveALIE, AdaptiveIPM):
-    register_attack(_kind.name, _kind)
 
 
 def build_attack(name: str, **params: Any) -> Attack:
@@ -597,7 +333,7 @@ def _describe(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-def _check_non_negative(name: str, key: str, value: float) -> None:
+def check_non_negative(name: str, key: str, value: float) -> None:
     if value < 0:
         raise LearningError(f"attack {name!r}: {key!r} must be non-negative, got {value}")
 
