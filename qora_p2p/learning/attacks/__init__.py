@@ -45,30 +45,52 @@ what they are)::
 
 Definitions (updates are model deltas, i.e. minus a learning rate times a gradient; ``mu`` and
 ``sigma`` are the coordinate-wise mean and standard deviation of the round's honest updates, ``n``
-the number of members and ``b`` the number of attackers):
+the number of members and ``b`` the number of attackers; defaults in parentheses):
 
-==============  ==================================================================  ==========
-attack          update sent                                                         source
-==============  ==================================================================  ==========
-sign_flip       ``-scale * own``                                  (scale 1)         Allouah et al. 2023
-scaling         ``factor * own``                                  (factor 10)       Bagdasaryan et al. 2020
-gaussian        ``N(0, std**2)`` per coordinate                   (std sqrt(200))   Blanchard et al. 2017
-zero            ``0``                                                               ByzFL
-random          ``U(-scale, scale)`` per coordinate               (scale 10)        ByzFL
-label_flip      train on labels ``classes - 1 - y``                                  Allouah et al. 2023
-backdoor        train with a trigger on ``fraction`` of samples, relabelled         Gu et al. 2017;
-                ``target``; update times ``boost``    (target 0, fraction 0.5, 1)   Bagdasaryan et al.
-alie            ``mu + z * sigma``; z from ``s = floor(n/2 + 1) - b``,               Baruch et al. 2019
-                ``z = Phi^-1((n - s) / n)``, or a fixed ``z``
-ipm             ``-epsilon * mu``                                 (epsilon 0.1)     Xie et al. 2019
-mimic           a copy of the honest update farthest along the honest updates'      Karimireddy et al.
-                top principal direction                                             2022
-adaptive_alie   ALIE with the ``z`` from a grid that moves the rule's aggregate     Shejwalkar and
-                farthest from ``mu`` (the attack runs the rule itself)              Houmansadr 2021
-adaptive_ipm    IPM with ``epsilon`` chosen the same way                            (same)
-==============  ==================================================================  ==========
+==================  ==============================================================  ====================
+attack              update sent                                                     source
+==================  ==============================================================  ====================
+sign_flip           ``-scale * own``                                   (scale 1)    Allouah et al. 2023
+scaling             ``factor * own``                                  (factor 10)   Bagdasaryan et al.
+                                                                                    2020
+gaussian            ``N(0, std**2)`` per coordinate                (std sqrt(200))  Blanchard et al. 2017
+zero                ``0``                                                           ByzFL
+random              ``U(-scale, scale)`` per coordinate                (scale 10)   ByzFL
+label_flip          train on labels ``classes - 1 - y``                             Allouah et al. 2023
+backdoor            train with a trigger on ``fraction`` of samples, relabelled     Gu et al. 2017;
+                    ``target``; update times ``boost``  (target 0, fraction 0.5,    Bagdasaryan et al.
+                    boost 1)                                                        2020
+alie                ``mu + z * sigma``; z from ``s = floor(n/2 + 1) - b``,          Baruch et al. 2019
+                    ``z = Phi^-1((n - s) / n)``, or a fixed ``z``
+ipm                 ``-epsilon * mu``                                (epsilon 0.1)  Xie et al. 2019
+mimic               a copy of the honest update farthest along the honest           Karimireddy et al.
+                    updates' top principal direction                                2022
+adaptive_alie       ALIE with the ``z`` from a grid that moves the rule's           Shejwalkar and
+                    aggregate farthest from ``mu`` (the attack runs the rule)       Houmansadr 2021
+adaptive_ipm        IPM with ``epsilon`` chosen the same way                        (same)
+optimal_alie        ALIE with the ``z`` that ByzFL's line maximisation              ByzFL (Allouah et
+                    (`line_maximise`: expansion, then contraction) finds for the    al. 2023)
+                    same objective  (evaluations 20, start 0, step 10, ratio 0.8)
+optimal_ipm         IPM with ``epsilon`` found the same way                         (same)
+min_max             ``mu + gamma * p``, ``p`` = ``-mu/||mu||`` (perturbation        Shejwalkar and
+                    ``unit``), ``sigma`` (``std``) or ``-sign(mu)`` (``sign``);     Houmansadr 2021
+                    the largest gamma (the paper's binary search from
+                    ``gamma_init`` 10 to ``tolerance`` 1e-5) whose farthest honest
+                    update is within the largest honest pairwise distance
+min_sum             the same, with the forgery's sum of squared distances to the    (same)
+                    honest updates within the largest honest one's
+fang                per coordinate, against the sign of ``mu``: uniform just past   Fang et al. 2020
+                    the honest min (``mu >= 0``) or max, by at most a factor
+                    ``spread`` (2); the full-knowledge attack on trimmed mean and
+                    median, on updates
+==================  ==============================================================  ====================
 
-ALIE's ``mu + z sigma`` on deltas is the paper's ``mu - z sigma`` on gradients.
+ALIE's ``mu + z sigma`` on deltas is the paper's ``mu - z sigma`` on gradients, and min-max's
+``std`` perturbation ``+sigma`` is the paper's ``-sigma`` (the other perturbations keep their
+sign). Sources: Shejwalkar and Houmansadr, "Manipulating the Byzantine: Optimizing Model
+Poisoning Attacks and Defenses for Federated Learning", NDSS 2021; Fang, Cao, Jia and Gong,
+"Local Model Poisoning Attacks to Byzantine-Robust Federated Learning", USENIX Security 2020;
+ByzFL (EPFL), ``Optimal_ALittleIsEnough`` and ``Optimal_InnerProductManipulation``.
 """
 
 from qora_p2p.learning.attacks.base import (
@@ -97,6 +119,7 @@ from qora_p2p.learning.attacks.classic import (
     Zero,
     alie_z,
 )
+from qora_p2p.learning.attacks.optimised import Fang, MinMax, MinSum, OptimalALIE, OptimalIPM, line_maximise
 
 __all__ = [
     "ALIE",
@@ -106,9 +129,14 @@ __all__ = [
     "AdaptiveIPM",
     "Attack",
     "Backdoor",
+    "Fang",
     "Gaussian",
     "LabelFlip",
     "Mimic",
+    "MinMax",
+    "MinSum",
+    "OptimalALIE",
+    "OptimalIPM",
     "Random",
     "RoundView",
     "Scaling",
@@ -117,11 +145,32 @@ __all__ = [
     "Zero",
     "alie_z",
     "build_attack",
+    "line_maximise",
     "register_attack",
     "resolve_attack",
     "round_view",
     "rule_in_force",
 ]
 
-for _kind in (Attack, SignFlip, Scaling, Gaussian, Zero, Random, LabelFlip, Backdoor, ALIE, IPM, Mimic, AdaptiveALIE, AdaptiveIPM):
+BUILT_IN = (
+    Attack,
+    SignFlip,
+    Scaling,
+    Gaussian,
+    Zero,
+    Random,
+    LabelFlip,
+    Backdoor,
+    ALIE,
+    IPM,
+    Mimic,
+    AdaptiveALIE,
+    AdaptiveIPM,
+    OptimalALIE,
+    OptimalIPM,
+    MinMax,
+    MinSum,
+    Fang,
+)
+for _kind in BUILT_IN:
     register_attack(_kind.name, _kind)
