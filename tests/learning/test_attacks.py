@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from qora_p2p.aggregation import aggregate
-from qora_p2p.errors import LearningError
+from qora_p2p.errors import ConfigError, LearningError
 from qora_p2p.fixedpoint import decode, encode, to_bytes
 from qora_p2p.identity import Identity
-from qora_p2p.learning import attacks
+from qora_p2p.learning import FederationConfig, attacks, run_federation
 from qora_p2p.learning.attacks import (
     ATTACKS,
     Attack,
+    ReputationFarming,
     RoundView,
     SignFlip,
     alie_z,
@@ -27,6 +28,7 @@ from qora_p2p.node.workload import SyntheticWorkload, WorkloadConfig
 from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 from qora_p2p.protocol.ledger import Ledger, LedgerParams, Standing
 from qora_p2p.protocol.state import genesis_state
+from qora_p2p.testnet.profile import parse_profile
 
 
 def view(honest=None, own=None, rule="median", params=None, members=10):
@@ -278,3 +280,74 @@ def test_a_nodes_view_carries_the_round_the_members_the_previous_aggregate_and_r
     assert seen.honest_members == (0, 3) and seen.attacker_members == (2, 2)
     assert np.array_equal(seen.previous, [0.5, -1.0, 0.0, 2.0])
     assert seen.reputations == (65536, 40000, 30000, 65536)
+
+
+def test_free_riders_send_the_previous_aggregate_or_a_copy_of_an_honest_update():
+    """stale sends the previous round's aggregate (zero when the view has none), copy an honest
+    update drawn at random for each attacker; neither trains on anything."""
+    state = view()
+    previous = np.linspace(-1.0, 1.0, 6)
+    stale = build_attack("stale").forge(replace(state, previous=previous))
+    assert stale.shape == (3, 6) and all(np.array_equal(row, previous) for row in stale)
+    assert not build_attack("stale").forge(state).any()
+    many = view(own=np.zeros((40, 6)))
+    copies = build_attack("copy").forge(many)
+    rows = {tuple(row) for row in many.honest}
+    assert all(tuple(row) in rows for row in copies)
+    assert len({tuple(row) for row in copies}) > 1, "each attacker draws its own honest update"
+    assert build_attack("copy").wants_view and not build_attack("stale").wants_view
+
+
+def test_norm_matched_sign_flip_sends_minus_own_at_the_median_honest_norm():
+    """Every forged row points against the attacker's own update and has the honest updates'
+    median norm; a zero own update stays zero."""
+    own = np.random.default_rng(3).normal(0.0, 5.0, size=(3, 6))
+    own[2] = 0.0
+    state = view(own=own)
+    forged = build_attack("norm_sign_flip").forge(state)
+    median = np.median(np.linalg.norm(state.honest, axis=1))
+    assert np.allclose(np.linalg.norm(forged[:2], axis=1), median)
+    assert np.allclose([row @ mine / (np.linalg.norm(row) * np.linalg.norm(mine)) for row, mine in zip(forged[:2], own[:2], strict=True)], -1.0)
+    assert not forged[2].any()
+
+
+def test_reputation_farming_is_honest_for_its_rounds_then_runs_its_inner_attack():
+    """Rounds 1..K send the attackers' own updates; from K + 1 the inner attack forges (its
+    options typed as its own); a data-poisoning inner attack or a farming inner is refused;
+    a node waits for others' updates only when the inner attack reads them."""
+    farming = build_attack("reputation_farming", rounds=2, inner="ipm", inner_params={"epsilon": 2})
+    for round_number in (0, 1, 2):
+        assert np.array_equal(farming.forge(replace(view(), round=round_number)), view().own)
+    attacking = replace(view(), round=3)
+    assert np.allclose(farming.forge(attacking), build_attack("ipm", epsilon=2.0).forge(attacking))
+    assert farming.wants_view and not build_attack("reputation_farming", inner="sign_flip").wants_view
+    assert np.allclose(build_attack("reputation_farming", rounds=0, inner=SignFlip(scale=3.0)).forge(attacking), -3.0 * attacking.own)
+    with pytest.raises(LearningError, match="poisons data"):
+        build_attack("reputation_farming", inner="label_flip")
+    with pytest.raises(LearningError, match="cannot farm itself"):
+        build_attack("reputation_farming", inner="reputation_farming")
+    with pytest.raises(LearningError, match="'rounds' must be an integer"):
+        build_attack("reputation_farming", rounds=2.5)
+
+
+def test_farming_attackers_are_indistinguishable_from_honest_members_until_they_strike():
+    """A federation whose attackers farm for every round commits exactly what an honest one
+    does; farming for 2 rounds, the models part from round 3."""
+    honest = run_federation(FederationConfig(rounds=4, members=7))
+    patient = run_federation(FederationConfig(rounds=4, members=7, byzantine=2, attack="reputation_farming", attack_params={"rounds": 4, "inner": "sign_flip"}))
+    eager = run_federation(FederationConfig(rounds=4, members=7, byzantine=2, attack="reputation_farming", attack_params={"rounds": 2, "inner": "sign_flip"}))
+    assert [record.model_digest for record in patient.records] == [record.model_digest for record in honest.records]
+    assert [record.model_digest for record in eager.records][:2] == [record.model_digest for record in honest.records][:2]
+    assert eager.records[2].model_digest != honest.records[2].model_digest
+
+
+def test_a_profile_keeps_attack_options_typed():
+    """A node profile's attack_params reach the attack with their TOML types: an inner attack
+    named by a string, its own table of options, an integer round count."""
+    document = {"attack": "reputation_farming", "attack_params": {"rounds": 5, "inner": "min_max", "inner_params": {"perturbation": "std"}}}
+    profile = parse_profile(document)
+    workload = SyntheticWorkload(Genesis("typed", tuple(Member(f"m{k}", Identity.from_seed(bytes([k + 1]) * 32).public_key, "127.0.0.1", 9500 + k) for k in range(4)), ModelSpec("synthetic", 4), "median", {}), 1, profile.workload)
+    assert workload.attack == build_attack("reputation_farming", rounds=5, inner="min_max", inner_params={"perturbation": "std"})
+    assert isinstance(workload.attack, ReputationFarming) and workload.attack.attack == build_attack("min_max", perturbation="std")
+    with pytest.raises(ConfigError, match="'perturbation' must be a string, got 1"):
+        parse_profile({"attack": "min_max", "attack_params": {"perturbation": 1}})

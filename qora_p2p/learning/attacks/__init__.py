@@ -51,10 +51,14 @@ the number of members and ``b`` the number of attackers; defaults in parentheses
 attack              update sent                                                     source
 ==================  ==============================================================  ====================
 sign_flip           ``-scale * own``                                   (scale 1)    Allouah et al. 2023
+norm_sign_flip      ``-own`` rescaled to the honest updates' median norm            this project
 scaling             ``factor * own``                                  (factor 10)   Bagdasaryan et al.
                                                                                     2020
 gaussian            ``N(0, std**2)`` per coordinate                (std sqrt(200))  Blanchard et al. 2017
-zero                ``0``                                                           ByzFL
+zero                ``0`` (free riding)                                             ByzFL; Fraboni et
+                                                                                    al. 2021
+stale               the previous round's aggregate (free riding)                    Lin et al. 2019
+copy                a random honest update, per attacker (free riding)              this project
 random              ``U(-scale, scale)`` per coordinate                (scale 10)   ByzFL
 label_flip          train on labels ``classes - 1 - y``                             Allouah et al. 2023
 backdoor            train with a trigger on ``fraction`` of samples, relabelled     Gu et al. 2017;
@@ -83,6 +87,8 @@ fang                per coordinate, against the sign of ``mu``: uniform just pas
                     the honest min (``mu >= 0``) or max, by at most a factor
                     ``spread`` (2); the full-knowledge attack on trimmed mean and
                     median, on updates
+reputation_farming  its own honest update for ``rounds`` rounds (10), then the      DESIGN.md threat
+                    ``inner`` attack (``alie``) with ``inner_params``               checklist
 ==================  ==============================================================  ====================
 
 ALIE's ``mu + z sigma`` on deltas is the paper's ``mu - z sigma`` on gradients, and min-max's
@@ -90,7 +96,9 @@ ALIE's ``mu + z sigma`` on deltas is the paper's ``mu - z sigma`` on gradients, 
 sign). Sources: Shejwalkar and Houmansadr, "Manipulating the Byzantine: Optimizing Model
 Poisoning Attacks and Defenses for Federated Learning", NDSS 2021; Fang, Cao, Jia and Gong,
 "Local Model Poisoning Attacks to Byzantine-Robust Federated Learning", USENIX Security 2020;
-ByzFL (EPFL), ``Optimal_ALittleIsEnough`` and ``Optimal_InnerProductManipulation``.
+Lin, Du and Liu, "Free-riders in Federated Learning: Attacks and Defenses", 2019; Fraboni,
+Vidal and Lorenzi, "Free-rider Attacks on Model Aggregation in Federated Learning", AISTATS
+2021; ByzFL (EPFL), ``Optimal_ALittleIsEnough`` and ``Optimal_InnerProductManipulation``.
 """
 
 from qora_p2p.learning.attacks.base import (
@@ -110,15 +118,19 @@ from qora_p2p.learning.attacks.classic import (
     AdaptiveALIE,
     AdaptiveIPM,
     Backdoor,
+    Copy,
     Gaussian,
     LabelFlip,
     Mimic,
+    NormSignFlip,
     Random,
     Scaling,
     SignFlip,
+    Stale,
     Zero,
     alie_z,
 )
+from qora_p2p.learning.attacks.farming import ReputationFarming
 from qora_p2p.learning.attacks.optimised import Fang, MinMax, MinSum, OptimalALIE, OptimalIPM, line_maximise
 
 __all__ = [
@@ -129,18 +141,22 @@ __all__ = [
     "AdaptiveIPM",
     "Attack",
     "Backdoor",
+    "Copy",
     "Fang",
     "Gaussian",
     "LabelFlip",
     "Mimic",
     "MinMax",
     "MinSum",
+    "NormSignFlip",
     "OptimalALIE",
     "OptimalIPM",
     "Random",
+    "ReputationFarming",
     "RoundView",
     "Scaling",
     "SignFlip",
+    "Stale",
     "Updates",
     "Zero",
     "alie_z",
@@ -155,9 +171,12 @@ __all__ = [
 BUILT_IN = (
     Attack,
     SignFlip,
+    NormSignFlip,
     Scaling,
     Gaussian,
     Zero,
+    Stale,
+    Copy,
     Random,
     LabelFlip,
     Backdoor,
@@ -171,6 +190,7 @@ BUILT_IN = (
     MinMax,
     MinSum,
     Fang,
+    ReputationFarming,
 )
 for _kind in BUILT_IN:
     register_attack(_kind.name, _kind)

@@ -20,12 +20,15 @@ __all__ = [
     "AdaptiveALIE",
     "AdaptiveIPM",
     "Backdoor",
+    "Copy",
     "Gaussian",
     "LabelFlip",
     "Mimic",
+    "NormSignFlip",
     "Random",
     "Scaling",
     "SignFlip",
+    "Stale",
     "Zero",
     "alie_z",
     "distance_after_aggregation",
@@ -43,6 +46,21 @@ class SignFlip(Attack):
 
     def forge(self, view: RoundView) -> Updates:
         return -self.scale * view.own
+
+
+@dataclass(frozen=True)
+class NormSignFlip(Attack):
+    """``-own`` rescaled to the median norm of the honest updates (a zero own update stays zero),
+    so that a norm filter or clipping sees an ordinary update."""
+
+    name: ClassVar[str] = "norm_sign_flip"
+    reads_honest: ClassVar[bool] = True
+
+    def forge(self, view: RoundView) -> Updates:
+        target = float(np.median(np.linalg.norm(view.honest, axis=1)))
+        norms = np.linalg.norm(view.own, axis=1, keepdims=True)
+        scale: Updates = np.divide(target, norms, out=np.zeros_like(norms), where=norms > 0)
+        return -scale * view.own
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,31 @@ class Zero(Attack):
 
     def forge(self, view: RoundView) -> Updates:
         return np.zeros_like(view.own)
+
+
+@dataclass(frozen=True)
+class Stale(Attack):
+    """Free riding: the previous round's aggregate sent as this round's update (zero before the
+    first aggregate)."""
+
+    name: ClassVar[str] = "stale"
+
+    def forge(self, view: RoundView) -> Updates:
+        previous = np.zeros(view.own.shape[1]) if view.previous is None else view.previous
+        return np.tile(previous, (view.own.shape[0], 1))
+
+
+@dataclass(frozen=True)
+class Copy(Attack):
+    """Free riding: each attacker sends a copy of an honest update drawn uniformly at random."""
+
+    name: ClassVar[str] = "copy"
+    reads_honest: ClassVar[bool] = True
+
+    def forge(self, view: RoundView) -> Updates:
+        chosen = view.rng.integers(0, view.honest.shape[0], size=view.own.shape[0])
+        copies: Updates = view.honest[chosen].copy()
+        return copies
 
 
 @dataclass(frozen=True)
