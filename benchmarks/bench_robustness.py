@@ -1,6 +1,6 @@
 """Robustness benchmark: every rule against every attack on digits, in one run.
 
-    python3 benchmarks/bench_robustness.py                      # the full matrix (~10 min, 2 cores)
+    python3 benchmarks/bench_robustness.py                      # the full matrix (~18 min, 2 cores, scaled from ~10 min with 12 attacks)
     python3 benchmarks/bench_robustness.py --quick              # 1 seed, 0.3 only, Dirichlet only
     python3 benchmarks/bench_robustness.py --json > out.json
     python3 benchmarks/bench_robustness.py --plot heatmap.png   # needs matplotlib
@@ -50,6 +50,15 @@ ATTACKS = (
     "mimic",
     "adaptive_alie",
     "adaptive_ipm",
+    "optimal_alie",
+    "optimal_ipm",
+    "min_max",
+    "min_sum",
+    "fang",
+    "norm_sign_flip",
+    "stale",
+    "copy",
+    "reputation_farming",
 )
 TARGET_ATTACKS = ("sign_flip", "scaling", "gaussian", "label_flip", "alie", "ipm", "adaptive_alie", "adaptive_ipm")
 RULES = (

@@ -116,6 +116,13 @@ def _address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _members(text: str) -> tuple[int, ...]:
+    parts = text.split(",")
+    if not all(part.strip().isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of member indices")
+    return tuple(int(part) for part in parts)
+
+
 def run_parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="qora-node", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     top.add_argument("--peers", type=Path, required=True, help="the network's genesis (peers.toml)")
@@ -137,6 +144,7 @@ def run_parser() -> argparse.ArgumentParser:
     work.add_argument("--batch-size", type=int, help="local minibatch (default 32)")
     test = top.add_argument_group("test networks only")
     test.add_argument("--attack", help="a learning attack (see nodes/ and qora_p2p.learning.attacks)")
+    test.add_argument("--colluder-members", type=_members, help="the attack's coalition, member indices (e.g. 1,4,7): their updates are not honest")
     test.add_argument("--behaviour", help="a protocol misbehaviour (see qora_p2p.protocol.behaviour)")
     test.add_argument("--fault-file", type=Path, help="JSON link faults, re-read when it changes (scenario runner)")
     return top
@@ -161,6 +169,7 @@ def _profile(args: argparse.Namespace) -> Profile:
         alpha=args.alpha,
         data_seed=args.data_seed,
         attack=args.attack,
+        colluder_members=args.colluder_members,
         training={"epochs": args.epochs, "learning_rate": args.learning_rate, "batch_size": args.batch_size},
     )
     if args.behaviour:

@@ -2,7 +2,7 @@
 the Byzantine behaviours of the literature, and an in-process federation that runs them together
 through the protocol's round transition."""
 
-from qora_p2p.learning.attacks import ATTACKS, Attack, RoundView, build_attack
+from qora_p2p.learning.attacks import ATTACKS, Attack, RoundView, build_attack, register_attack, resolve_attack
 from qora_p2p.learning.data import DATASETS, PARTITIONS, Dataset, load_dataset, partition
 from qora_p2p.learning.federation import (
     FederationConfig,
@@ -37,6 +37,8 @@ __all__ = [
     "federation_genesis",
     "load_dataset",
     "partition",
+    "register_attack",
+    "resolve_attack",
     "run_federation",
     "train_local",
 ]

@@ -54,13 +54,7 @@ from qora_p2p.aggregation import validate
 from qora_p2p.errors import LearningError
 from qora_p2p.fixedpoint import FRAC_BITS_DEFAULT, encode, to_bytes
 from qora_p2p.identity import Identity
-from qora_p2p.learning.attacks import (
-    Attack,
-    Backdoor,
-    RoundView,
-    build_attack,
-    rule_in_force,
-)
+from qora_p2p.learning.attacks import Attack, Backdoor, resolve_attack, round_view
 from qora_p2p.learning.data import Dataset, load_dataset, partition
 from qora_p2p.learning.genesis_model import initial_model
 from qora_p2p.learning.models import Model, build_model
@@ -86,6 +80,9 @@ MEMBER_PORT_BASE = 20_000  # members need distinct addresses in a genesis; nothi
 class FederationConfig:
     """Everything that determines a federation run (with ``seed``, everything).
 
+    ``attack`` is a registered name (`qora_p2p.learning.attacks.ATTACKS`, built with
+    ``attack_params``) or an `Attack` object, used as it is (``attack_params`` then stays empty).
+
     Three fields describe what the protocol does not have and accept only the protocol's value:
 
     * ``server_learning_rate`` must be 1.0: the agreed model is ``model + aggregate``, exactly, in
@@ -101,7 +98,7 @@ class FederationConfig:
     hidden: tuple[int, ...] = (32,)
     members: int = 10
     byzantine: int = 0
-    attack: str = "none"
+    attack: str | Attack = "none"
     attack_params: Mapping[str, Any] = field(default_factory=dict)
     partition: str = "dirichlet"
     alpha: float = 0.5
@@ -257,24 +254,11 @@ def _forge(
     attack: Attack,
     rng: np.random.Generator,
 ) -> None:
-    """Replace the attackers' rows of ``updates`` by their forgeries, in place."""
+    """Replace the attackers' rows of ``updates`` (one per member of ``inputs``) by their forgeries, in place."""
     honest = [row for row, member in enumerate(inputs) if member not in byzantine]
     attackers = [row for row, member in enumerate(inputs) if member in byzantine]
-    honest_weights = own_weights = None
-    if genesis.weighted:
-        assert state.ledger is not None and genesis.ledger is not None
-        weights = state.ledger.weights(inputs, genesis.ledger)
-        honest_weights, own_weights = tuple(weights[row] for row in honest), tuple(weights[row] for row in attackers)
-    view = RoundView(
-        updates[honest],
-        updates[attackers],
-        len(inputs),
-        genesis.rule,
-        rule_in_force(genesis, state),
-        genesis.frac_bits,
-        rng,
-        honest_weights,
-        own_weights,
+    view = round_view(
+        genesis, state, [inputs[row] for row in honest], updates[honest], [inputs[row] for row in attackers], updates[attackers], rng
     )
     updates[attackers] = attack.forge(view)
 
@@ -297,7 +281,7 @@ def run_federation(
     """
     dataset = load_dataset(config.dataset, seed=config.seed)
     model, genesis, state = _start(config, model, dataset)
-    attack = build_attack(config.attack, **dict(config.attack_params))
+    attack = resolve_attack(config.attack, config.attack_params)
     selection = np.random.default_rng([config.seed, 1])
     byzantine = {int(k) for k in selection.choice(config.members, size=config.byzantine, replace=False)}
     trainers = _trainers(config, dataset, model, byzantine, attack)

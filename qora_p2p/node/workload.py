@@ -12,10 +12,11 @@ model delta) and, on a test network, forges it with an attack of `qora_p2p.learn
   shard, so shards are disjoint without any coordination.
 
 A production node only trains (`train`, then `payload`). On a test network the node's forge hook
-(`qora_p2p.testnet.forging`) calls `forge`: attacks that forge from the honest updates (ALIE, IPM,
-mimic, the adaptive ones) see what a real attacker sees, the updates this member has received so
-far in the round (``others``), for which the hook waits a bounded time (``view_wait_ms``). Attacks
-that poison data poison the shard once, when the workload is built.
+(`qora_p2p.testnet.forging`) calls `forge`, which builds the same `RoundView` as the in-process
+federation. Attacks that forge from the honest updates (`Attack.wants_view`: ALIE, IPM, mimic,
+min-max...) see what a real attacker sees, the updates this member has received so far in the
+round (``others``, its coalition's forgeries left out), for which the hook waits a bounded time
+(``view_wait_ms``). Attacks that poison data poison the shard once, when the workload is built.
 
 `train` and `forge` are CPU work for a worker thread; they keep their own random streams, seeded
 from the member index and the workload seed, and are not part of the agreed state (nothing about an
@@ -33,18 +34,17 @@ import numpy.typing as npt
 
 from qora_p2p.errors import ConfigError, LearningError
 from qora_p2p.fixedpoint import encode, to_bytes
-from qora_p2p.learning.attacks import Attack, RoundView, build_attack, rule_in_force
+from qora_p2p.learning.attacks import Attack, resolve_attack, round_view
 from qora_p2p.learning.data import PARTITIONS, load_dataset, partition
 from qora_p2p.learning.genesis_model import model_of
 from qora_p2p.learning.synthetic import synthetic_update
 from qora_p2p.learning.training import LocalTrainer, TrainingConfig, evaluate
 from qora_p2p.protocol.genesis import Genesis
-from qora_p2p.protocol.state import AgreedState
+from qora_p2p.protocol.state import AgreedState, eligible_members
 
 __all__ = ["LearningWorkload", "SyntheticWorkload", "Workload", "WorkloadConfig", "build_workload"]
 
 Vector = npt.NDArray[np.float64]
-VIEW_ATTACKS = ("alie", "ipm", "mimic", "adaptive_alie", "adaptive_ipm")  # forge from others' updates
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,13 @@ class WorkloadConfig:
         dataset: ``digits``, ``breast_cancer`` or an ``.npz`` path (ignored for a synthetic model).
         partition, alpha, data_seed: how the training set is split across the n members.
         training: local SGD settings.
-        attack: a learning attack (``none`` for an honest member) and its parameters.
-        colluders: how many attackers the attack assumes (ALIE's z depends on it).
+        attack: a learning attack: a registered name (``none`` for an honest member) with its
+            parameters, or an `Attack` object (`qora_p2p.learning.attacks`).
+        colluders: how many attackers the attack assumes (ALIE's z depends on it) when
+            ``colluder_members`` is empty.
+        colluder_members: the coalition's members (this one may be listed too): their updates
+            are forgeries, never honest rows, and the forged rows are theirs (a test network's
+            scenario runner knows them; empty: unknown).
         view_wait_ms: how long a view attack waits for other members' updates.
     """
 
@@ -65,9 +70,10 @@ class WorkloadConfig:
     alpha: float = 0.5
     data_seed: int = 0
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    attack: str = "none"
+    attack: str | Attack = "none"
     attack_params: Mapping[str, Any] = field(default_factory=dict)
     colluders: int = 1
+    colluder_members: tuple[int, ...] = ()
     view_wait_ms: int = 2_000
 
     def __post_init__(self) -> None:
@@ -77,6 +83,8 @@ class WorkloadConfig:
             raise ConfigError(f"alpha must be positive, got {self.alpha}")
         if not 1 <= self.colluders <= 1024:
             raise ConfigError(f"colluders must be in 1..1024, got {self.colluders}")
+        if len(self.colluder_members) > 1024 or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in self.colluder_members):
+            raise ConfigError(f"colluder_members must be at most 1024 member indices, got {self.colluder_members!r}")
         if not 0 <= self.view_wait_ms <= 600_000:
             raise ConfigError(f"view_wait_ms must be in 0..600000, got {self.view_wait_ms}")
 
@@ -87,8 +95,10 @@ class Workload:
     def __init__(self, genesis: Genesis, member: int, config: WorkloadConfig) -> None:
         self.genesis, self.member, self.config = genesis, member, config
         self.scale = float(2**genesis.frac_bits)
+        if any(k >= genesis.size for k in config.colluder_members):
+            raise ConfigError(f"colluder_members {config.colluder_members!r} names a member beyond the genesis' {genesis.size}")
         try:
-            self.attack: Attack = build_attack(config.attack, **dict(config.attack_params))
+            self.attack: Attack = resolve_attack(config.attack, config.attack_params)
         except LearningError as error:
             raise ConfigError(str(error)) from error
         self.attack_rng = np.random.default_rng([config.data_seed, 4, member])
@@ -96,7 +106,7 @@ class Workload:
     @property
     def wants_view(self) -> bool:
         """Whether forging needs other members' updates of the round."""
-        return self.config.attack in VIEW_ATTACKS
+        return self.attack.wants_view
 
     def params(self, model: npt.NDArray[np.int64]) -> Vector:
         return model.astype(np.float64) / self.scale
@@ -108,32 +118,34 @@ class Workload:
     def forge(self, own: Vector, others: Mapping[int, bytes], state: AgreedState) -> bytes:
         """The payload to sign: ``own`` itself, or the attack's forgery from ``own`` and ``others``
         (other members' payloads of the round as received, by sender) against the rule as the
-        protocol runs it after the agreed ``state``: centre and, for a weighted rule, each input's
-        reputation weight (`qora_p2p.learning.attacks.rule_in_force`)."""
-        if self.config.attack == "none":
+        protocol runs it after the agreed ``state`` (`qora_p2p.learning.attacks.round_view`).
+
+        The honest rows are the held updates of members the rule aggregates this round (not
+        banned) and outside the coalition (``colluder_members``: their payloads are forgeries); the
+        forged rows are the coalition's eligible members, each at its own weight, or ``colluders``
+        copies of this member when the coalition is not known. With no honest update in hand, the
+        one honest row is this member's own update."""
+        if type(self.attack) is Attack:
             return self.payload(own)
-        dimension = own.size
-        senders = sorted(others)
+        eligible = set(eligible_members(self.genesis, state, state.round + 1))
+        coalition = set(self.config.colluder_members) | {self.member}
+        senders = sorted(sender for sender in others if sender in eligible and sender not in coalition)
         rows = [np.frombuffer(others[sender], dtype="<i4").astype(np.float64) / self.scale for sender in senders]
         honest = np.stack(rows) if rows else own[None, :]
-        honest_weights = own_weights = None
-        if self.genesis.weighted:
-            assert state.ledger is not None and self.genesis.ledger is not None
-            own_weights = tuple(state.ledger.weights([self.member], self.genesis.ledger)) * self.config.colluders
-            # With nobody else's update in hand the view's one row is our own, at our own weight.
-            honest_weights = tuple(state.ledger.weights(senders, self.genesis.ledger)) if senders else own_weights[:1]
-        view = RoundView(
-            honest=honest.reshape(-1, dimension),
-            own=np.repeat(own[None, :], self.config.colluders, axis=0),
-            members=self.genesis.size,
-            rule=self.genesis.rule,
-            rule_params=rule_in_force(self.genesis, state),
-            frac_bits=self.genesis.frac_bits,
-            rng=self.attack_rng,
-            honest_weights=honest_weights,
-            own_weights=own_weights,
+        if self.config.colluder_members:
+            attackers = sorted(coalition & eligible | {self.member})
+        else:
+            attackers = [self.member] * self.config.colluders
+        view = round_view(
+            self.genesis,
+            state,
+            senders or [self.member],
+            honest.reshape(-1, own.size),
+            attackers,
+            np.repeat(own[None, :], len(attackers), axis=0),
+            self.attack_rng,
         )
-        return self.payload(self.attack.forge(view)[0])
+        return self.payload(self.attack.forge(view)[attackers.index(self.member)])
 
     def payload(self, update: Vector) -> bytes:
         return to_bytes(encode(update, self.genesis.frac_bits).values)

@@ -6,8 +6,10 @@ An honest node signs what its workload trained. A test-network attacker plugs a 
 node's hooks (`qora_p2p.node.driver.NodeHooks`): it observes every message delivered to the
 member's core and keeps the other members' updates of the round (what a real attacker sees), and
 when the member has trained, it replaces the update with the attack's forgery
-(`qora_p2p.node.workload.Workload.forge`). Attacks that forge from others' updates (ALIE, IPM,
-mimic, the adaptive ones) wait until ``n - f - 1`` of them arrived or ``view_wait_ms`` passed.
+(`qora_p2p.node.workload.Workload.forge`), from the same `RoundView` the in-process federation
+gives its attackers. Attacks that forge from others' updates (`Attack.wants_view`) wait until
+``n - f - 1`` of them arrived from outside the member's coalition (at most all of those) or
+``view_wait_ms`` passed.
 
 Bounds: one update per other member per round is kept, and only for the round being forged.
 """
@@ -35,7 +37,9 @@ class Forger:
         self.workload = workload
         genesis = workload.genesis
         self.me = workload.member
-        self.wanted = genesis.size - genesis.faulty - 1  # others' updates a view attack waits for
+        # Colluders' updates are forgeries, never honest rows of the view: they do not count.
+        self.coalition = frozenset(workload.config.colluder_members) | {self.me}
+        self.wanted = min(genesis.size - genesis.faulty - 1, genesis.size - len(self.coalition))  # honest updates a view attack waits for
         self.begun = 0  # the round whose training started last
         self.current: tuple[int, bytes] = (0, b"")  # (round, prev_hash) being forged
         self.seen: dict[tuple[int, bytes], dict[int, bytes]] = {}  # -> sender -> payload
@@ -57,15 +61,18 @@ class Forger:
         if message.sender in held:
             return
         held[message.sender] = message.payload
-        if key == self.current and len(held) >= self.wanted:
+        if key == self.current and self._honest(held) >= self.wanted:
             self.arrived.set()
+
+    def _honest(self, held: dict[int, bytes]) -> int:
+        return sum(1 for sender in held if sender not in self.coalition)
 
     def begin(self, round_number: int, state: AgreedState) -> None:
         """Training for ``round_number`` on ``state`` started: forget older rounds."""
         self.begun, self.current = round_number, (round_number, state.last_hash)
         self.seen = {key: held for key, held in self.seen.items() if key[0] >= round_number}
         self.arrived = trio.Event()
-        if len(self.seen.get(self.current, {})) >= self.wanted:
+        if self._honest(self.seen.get(self.current, {})) >= self.wanted:
             self.arrived.set()
 
     async def forge(self, round_number: int, update: npt.NDArray[np.float64], state: AgreedState) -> bytes:

@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from qora_p2p.identity import Identity
+from qora_p2p.learning.attacks import Attack
 from qora_p2p.node.driver import NodeHooks
 from qora_p2p.node.workload import Workload
 from qora_p2p.protocol.behaviour import Misbehaviour
@@ -46,10 +47,10 @@ def member_hooks(
     effect_filter = None
     if behaviour:
         effect_filter = Misbehaviour(behaviour, identity, genesis.hash, member, genesis.size, random.Random(behaviour_seed))
-    forger = Forger(workload) if workload.config.attack != "none" else None
+    forger = Forger(workload) if type(workload.attack) is not Attack else None
     injector = FaultInjector(member) if fault_file is not None else None
     names = [f"behaviour:{behaviour}"] if behaviour else []
-    names += [f"attack:{workload.config.attack}"] if forger else []
+    names += [f"attack:{workload.attack.name}"] if forger else []
     names += ["fault_file"] if injector else []
     return NodeHooks(
         effect_filter=effect_filter,

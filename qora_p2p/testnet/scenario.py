@@ -299,7 +299,17 @@ def assign_roles(scenario: Scenario) -> dict[int, str]:
     return roles
 
 
-def _node_args(scenario: Scenario, role: str, fault_file: Path) -> list[str]:
+def coalitions(scenario: Scenario, roles: Mapping[int, str]) -> dict[int, tuple[int, ...]]:
+    """Each learning attacker's coalition: the members running the same profile (colluders know
+    one another, so none takes another's forgery for an honest update)."""
+    result = {}
+    for member, role in roles.items():
+        if role != "honest" and scenario.profiles[role][1].workload.attack != "none":
+            result[member] = tuple(other for other, same in sorted(roles.items()) if same == role)
+    return result
+
+
+def _node_args(scenario: Scenario, role: str, fault_file: Path, coalition: tuple[int, ...] = ()) -> list[str]:
     workload = scenario.workload
     args = ["--data-seed", str(workload.get("data_seed", scenario.seed)), "--fault-file", str(fault_file)]
     for key, flag in (("dataset", "--dataset"), ("partition", "--partition"), ("alpha", "--alpha"), ("epochs", "--epochs"), ("learning_rate", "--learning-rate"), ("batch_size", "--batch-size")):
@@ -307,6 +317,8 @@ def _node_args(scenario: Scenario, role: str, fault_file: Path) -> list[str]:
             args += [flag, str(workload[key])]
     if role != "honest":
         args += ["--profile", str(scenario.profiles[role][0])]
+    if coalition:
+        args += ["--colluder-members", ",".join(str(member) for member in coalition)]
     return args
 
 
@@ -373,7 +385,11 @@ def run_scenario(  # noqa: PLR0912 (the runner's one loop: start, follow, apply 
     blocked: dict[int, set[int]] = {}
     link = {"delay_ms": 0, "drop": 0.0}
     _write_faults(cluster, blocked, 0, 0.0)
-    node_args = {member: _node_args(scenario, roles[member], cluster.directory / "faults" / f"{cluster.names[member]}.json") for member in range(scenario.nodes)}
+    coalition = coalitions(scenario, roles)
+    node_args = {
+        member: _node_args(scenario, roles[member], cluster.directory / "faults" / f"{cluster.names[member]}.json", coalition.get(member, ()))
+        for member in range(scenario.nodes)
+    }
     pending = list(scenario.faults)
     tails = {member: _Tail(cluster.log_path(member)) for member in range(scenario.nodes)}
     hashes: dict[int, dict[int, str]] = {member: {} for member in range(scenario.nodes)}

@@ -182,6 +182,39 @@ def test_attackers_plan_against_the_weighted_rule_the_protocol_runs(monkeypatch)
         assert view.rule_arguments()["weights"] == [*view.honest_weights, *view.own_weights]
 
 
+def test_an_attack_object_in_the_config_sees_rounds_members_previous_aggregates_and_reputations():
+    """An Attack object passed as ``attack`` forges every round; its view names the round, the
+    member of every row (honest and forged, as in the input set), the previous round's aggregate
+    decoded and the reputations the round starts from."""
+    views = []
+    states = []
+
+    class Spy(Attack):
+        def forge(self, view):
+            views.append(view)
+            return -view.own
+
+    real = protocol_state.compute_round
+
+    def spying(genesis, state, *rest):
+        states.append(state)
+        return real(genesis, state, *rest)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(federation, "compute_round", spying)
+        config = FederationConfig(members=7, byzantine=2, attack=Spy(), rule="median", ledger=LedgerParams(), rounds=3)
+        result = run_federation(config)
+    assert [view.round for view in views] == [1, 2, 3]
+    for view, state, record in zip(views, states, result.records, strict=True):
+        assert view.honest_members == tuple(k for k in record.inputs if k not in result.byzantine)
+        assert view.attacker_members == tuple(k for k in record.inputs if k in result.byzantine)
+        assert np.array_equal(view.previous, state.aggregate / 2**16)
+        assert state.ledger is not None and view.reputations == tuple(standing.reputation for standing in state.ledger.standings)
+    assert not views[0].previous.any() and views[1].previous.any()
+    with pytest.raises(LearningError, match="constructor"):
+        run_federation(FederationConfig(attack=Spy(), attack_params={"scale": 2}, byzantine=1, rounds=1))
+
+
 def test_settings_the_protocol_does_not_have_are_refused():
     """A server learning rate, unweighted reputation rules and a ban capacity other than f do not
     exist in the protocol's round transition."""

@@ -29,6 +29,7 @@ STATE = genesis_state(GENESIS)
 @dataclass
 class Config:
     view_wait_ms: int = 60_000
+    colluder_members: tuple[int, ...] = ()
 
 
 @dataclass
@@ -71,6 +72,28 @@ async def test_a_view_attack_forges_once_n_minus_f_minus_one_others_arrived():
     assert result == [b"forged"]
     (_, others, _), = workload.calls
     assert others == {sender: update(sender).payload for sender in (1, 2, 3, 5)}
+
+
+async def test_a_coalitions_updates_do_not_count_towards_the_wait():
+    """n = 7, f = 2, coalition {0, 4, 6}: colluders' updates are held (the view leaves them out)
+    but the forgery still waits for 4 updates from members outside the coalition."""
+    workload = FakeWorkload(config=Config(colluder_members=(0, 4, 6)))
+    forger = Forger(workload)  # type: ignore[arg-type]
+    forger.begin(1, STATE)
+    result: list[bytes] = []
+
+    async def forge() -> None:
+        result.append(await forger.forge(1, np.zeros(4), STATE))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(forge)
+        for sender in (4, 6, 1, 2, 3):
+            forger.observe(sender, update(sender))
+            await trio.testing.wait_all_tasks_blocked()
+        assert result == [], "three honest updates are not enough, whatever the colluders sent"
+        forger.observe(5, update(5))
+    assert result == [b"forged"]
+    assert set(workload.calls[0][1]) == {1, 2, 3, 4, 5, 6}
 
 
 async def test_a_view_attack_forges_at_its_deadline_with_what_it_has(autojump_clock):

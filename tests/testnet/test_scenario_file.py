@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
+from qora_p2p.cli.node import _profile, run_parser
 from qora_p2p.errors import ConfigError
 from qora_p2p.identity import Identity
 from qora_p2p.protocol.genesis import Member, dump_genesis, genesis_from_fragment, load_genesis
 from qora_p2p.protocol.ledger import ONE
-from qora_p2p.testnet.scenario import assign_roles, load_scenario, parse_scenario, with_genesis
+from qora_p2p.testnet.scenario import _node_args, assign_roles, coalitions, load_scenario, parse_scenario, with_genesis
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "scenarios").glob("*.toml"))
@@ -85,6 +86,22 @@ def test_roles_follow_the_seed():
     assert sorted(roles.values()).count("sign_flip") == 2 and sorted(roles.values()).count("silent") == 1
     placements = {tuple(sorted(assign_roles(parse_scenario({**document, "seed": seed}, ROOT / "scenarios" / "test.toml")).items())) for seed in range(5)}
     assert len(placements) > 1  # the seed moves the attackers
+
+
+def test_learning_attackers_are_told_their_coalition():
+    """Members running the same attacking profile form a coalition, passed to each of them on its
+    command line (so none takes another's forgery for an honest update); protocol misbehaviours
+    and honest members get none."""
+    document = {**BASE, "network": {"nodes": 10}, "seed": 3, "byzantine": [{"profile": "alie", "count": 2}, {"profile": "sign_flip", "count": 1}, {"profile": "silent", "count": 1}]}
+    scenario = parse_scenario(document, ROOT / "scenarios" / "test.toml")
+    roles = assign_roles(scenario)
+    coalition = coalitions(scenario, roles)
+    alie = tuple(sorted(member for member, role in roles.items() if role == "alie"))
+    (flipper,) = (member for member, role in roles.items() if role == "sign_flip")
+    assert coalition == {**dict.fromkeys(alie, alie), flipper: (flipper,)}
+    args = _node_args(scenario, "alie", Path("faults.json"), coalition[alie[0]])
+    parsed = run_parser().parse_args(["--peers", "p", "--key", "k", *args])
+    assert _profile(parsed).workload.colluder_members == alie
 
 
 def test_shipped_scenarios_keep_their_genesis():
