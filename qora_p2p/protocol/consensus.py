@@ -243,6 +243,7 @@ class Tendermint:
         self._voters = {key: count for key, count in self._voters.items() if key[1] >= below or key[1] in keep}
         self._tally = {key: count for key, count in self._tally.items() if key[1] >= below or key[1] in keep}
         self._fired = {key for key in self._fired if key[1] >= below}
+        self._voted = {key for key in self._voted if key[1] >= below}  # we never vote behind our view
 
     def forget_values(self, value_ids: set[bytes]) -> None:
         """Forget the verdicts on values no kept view refers to any more (the caller pruned them);

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from qora_p2p.identity import Identity
 from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
-from qora_p2p.protocol.messages import MESSAGE_TYPES, VIEW_MAX, Limits, Message
-from tests.protocol.fuzz_forge import Steering
+from qora_p2p.protocol.messages import MESSAGE_TYPES, PROTOCOL_VERSION, Hello, Limits, Message
+from tests.protocol.fuzz_forge import NO_STEERING
 from tests.protocol.fuzz_frames import check_decode, mutate, mutate_structure
 from tests.protocol.fuzz_harness import PROFILES, CoreFuzzer
 from tests.protocol.fuzz_members import Setup
@@ -60,11 +60,9 @@ SETUPS = {
     )
 }
 QUICK_STEPS = 400
-# Known findings (test_fuzz_findings.py) the forger steers around, so that runs explore past them:
-# forged views stay below VIEW_MAX // 2 (a core whose view passes VIEW_MAX crashes), and no sync
-# response carries junk certificates on its earlier records (they are installed unchecked).
-# Drop each once its finding is fixed.
-STEERING = Steering(view_max=VIEW_MAX // 2, junk_earlier_certificates=False)
+# Known findings the forger steers around so that runs explore past them (none open; see
+# test_fuzz_findings.py).
+STEERING = NO_STEERING
 SLOW_INPUTS_MIN = 1_000_000
 SLOW_STEPS_PER_SEED = 25_000
 
@@ -105,7 +103,7 @@ def test_a_seeded_run_reaches_commits_and_every_message_type(profile: str) -> No
     stats = fuzzer.stats
     assert all(stats[f"forged {kind.__name__}"] > 0 for kind in MESSAGE_TYPES), stats
     assert stats["penalty"] > 0 and stats["event equivocation"] > 0, stats
-    assert stats["commit"] >= {"calm": 50, "hostile": 1}.get(profile, 0), stats
+    assert stats["commit"] >= {"calm": 40, "hostile": 1}.get(profile, 0), stats
     assert fuzzer.inputs >= 2_000
 
 
@@ -113,7 +111,9 @@ def test_a_seeded_run_reaches_commits_and_every_message_type(profile: str) -> No
 def sample_frames() -> tuple[bytes, ...]:
     """Encodings of messages of every type, honest and forged, from a short seeded run."""
     fuzzer = replay("byzantine-quorum", 3, 1_500, "hostile")
-    messages: list[Message] = [*fuzzer.knowledge.observed, *fuzzer.knowledge.forged]
+    # A Hello goes out only when a link comes up, which a short run may not see: add a member's own.
+    hello = Hello(PROTOCOL_VERSION, 1, bytes(32))
+    messages: list[Message] = [*fuzzer.knowledge.observed, *fuzzer.knowledge.forged, hello]
     assert {type(message) for message in messages} == set(MESSAGE_TYPES)
     return tuple(message.encode() for message in messages)
 

@@ -1,15 +1,12 @@
-"""Bugs the core fuzzer (test_fuzz.py) found, each reduced to a minimal input sequence.
+"""Bugs the core fuzzer (test_fuzz.py) found, each reduced to a minimal input sequence and fixed:
+each test states the correct behaviour and failed before its fix.
 
-Every test here states the correct behaviour and is a strict xfail until the core is fixed: once it
-passes, drop its mark, its entry in `fuzz_properties.KNOWN_FINDINGS` and the steering its reason
-names (test_fuzz.STEERING), so the fuzzer holds the core to it again.
+A new finding goes here as a strict xfail, with an entry in `fuzz_properties.KNOWN_FINDINGS` (and,
+if long runs must explore past it, steering in test_fuzz.STEERING) until the core is fixed.
 """
 
 import hashlib
 
-import pytest
-
-from qora_p2p.errors import MessageError, SignatureError
 from qora_p2p.protocol.effects import Compute, Installed, Send
 from qora_p2p.protocol.limits import VIEWS_KEPT
 from qora_p2p.protocol.messages import (
@@ -38,18 +35,6 @@ def certificate(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=MessageError,
-    reason=(
-        "a core at view VIEW_MAX crashes: when that view's precommit timeout fires, consensus starts "
-        "view VIEW_MAX + 1 and the vote the core then signs is refused by Prevote's constructor "
-        "(view must be in 0..VIEW_MAX), a MessageError out of handle_timer. A quorum-signed "
-        "certificate at VIEW_MAX (here members 0, 2, 3) moves a core there at once; f + 1 members "
-        "can walk it there VIEWS_AHEAD_MAX views at a time. test_fuzz.STEERING keeps forged "
-        "views below VIEW_MAX // 2 to steer around it"
-    ),
-)
 def test_a_core_at_the_last_view_keeps_running_when_that_view_times_out():
     """A certified value the core cannot validate (it holds none of its inputs) in view VIEW_MAX:
     the core jumps there; its timers then fire without any exception escaping."""
@@ -69,18 +54,6 @@ def test_a_core_at_the_last_view_keeps_running_when_that_view_times_out():
     assert node.round.number == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason=(
-        "Agreement._prune_views drops agreement.results for a value once no kept proposal names it, "
-        "but consensus.validity keeps its verdict (it is never pruned), so the value is never "
-        "recomputed; when a quorum later precommits it (here a certificate), Decide runs "
-        "Agreement._decide, whose self.results[value_id] raises KeyError out of receive. Honest "
-        "members suffice: a value validated early, more than VIEWS_KEPT views without it, then "
-        "decided (a member locked on it re-proposes it)"
-    ),
-)
 def test_a_value_validated_before_its_view_was_pruned_can_still_be_decided():
     """Member 2 validates value X in view 0, then VIEWS_KEPT + 6 views pass with nil votes (its
     view-0 messages are pruned); a certificate for X in the current view commits X."""
@@ -114,24 +87,15 @@ def test_a_value_validated_before_its_view_was_pruned_can_still_be_decided():
             node.receive(voter, Precommit.create(IDENTITIES[voter], GENESIS.hash, 1, view, NIL, voter), 4)
         node.drain()
     view = agreement.consensus.view
-    assert view > VIEWS_KEPT and value_id not in agreement.results and agreement.consensus.validity[value_id]
+    assert view > VIEWS_KEPT and value_id not in agreement.results, "the value was pruned"
     node.receive(0, Record(value, view, certificate(value_id, 1, view, (0, 1, 3))), 5)
+    for effect in node.drain():  # the forgotten value is validated again before it is decided
+        if isinstance(effect, Compute):
+            node.computed(effect.request, compute_round(GENESIS, effect.state, effect.senders, effect.payloads, effect.culprits), 6)
     node.drain()
     assert node.state.round == 1 and node.state.last_hash == value_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SignatureError,
-    reason=(
-        "CatchUp.install verifies only the last record's certificate and takes the earlier ones on "
-        "their hash links, then emits Installed with all of them: a member that asked a Byzantine "
-        "peer (f = 1 suffices) installs, persists and later serves genuine records carrying junk "
-        "certificates, which qora-node inspect and every peer's Record.verify reject (the "
-        "simulator's checker requires every persisted record to verify). test_fuzz.STEERING turns "
-        "this mutation off to steer around it"
-    ),
-)
 def test_catch_up_persists_only_records_whose_certificates_verify():
     """Member 3, still in round 1, asks member 1, which answers rounds 1 and 2 with the state after
     round 2: round 2 genuine, round 1 its genuine value with junk signatures. Whatever the core
@@ -151,18 +115,6 @@ def test_catch_up_persists_only_records_whose_certificates_verify():
                 record.verify(GENESIS.hash, keys, GENESIS.quorum)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Dissemination.fetching is never pruned: every (sender, digest) a validated value names "
-        "and this member lacks stays there, and retry_fetches re-sends a Fetch for each one every "
-        "FETCH_RETRY_MS, long after the value itself was pruned. One Byzantine proposer naming "
-        "updates nobody has makes it grow by n - 1 entries per view it proposes in, so a round "
-        "stalled for many views grows it without bound (after 3,000 views with three such "
-        "proposers: 6,750 entries and 6,750 Fetch messages every 500 ms, more than the peers' "
-        "per-window budget, so they penalise this honest member)"
-    ),
-)
 def test_fetches_for_a_value_that_was_pruned_stop():
     """Member 3 proposes in view 2 a value naming updates nobody has; the others vote nil view
     after view. Once that value is pruned, nothing is fetched for it any more."""
