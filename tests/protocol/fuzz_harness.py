@@ -52,7 +52,7 @@ from qora_p2p.errors import MessageError, QoraError, SignatureError
 from qora_p2p.protocol.core import NodeCore
 from qora_p2p.protocol.effects import Commit, Installed, execute
 from qora_p2p.protocol.messages import Fetch, Limits, Message, Record, SyncRequest, decode
-from qora_p2p.protocol.state import eligible_members
+from qora_p2p.protocol.state import contributing_members
 from tests.protocol.fuzz_forge import NO_STEERING, ComputeCache, Forger, Knowledge, Steering, int32_vector
 from tests.protocol.fuzz_frames import check_decode, mutate, mutate_structure
 from tests.protocol.fuzz_members import CachingVerifier, Honest, Setup
@@ -526,10 +526,10 @@ class CoreFuzzer:
             (state.model_digest(), state.ledger_digest()) == (value.model_digest, value.ledger_digest),
             f"member {member.index} committed a state its record does not certify",
         )
-        eligible = set(eligible_members(self.genesis, previous, value.round))
+        contributors = set(contributing_members(self.genesis, previous))  # banned members' updates count, unaggregated
         senders = [sender for sender, _ in value.inputs]
         check(
-            len(senders) >= self.genesis.inputs_min and set(senders) <= eligible,
+            len(senders) >= self.genesis.inputs_min and set(senders) <= contributors,
             f"member {member.index} committed round {value.round} with inputs {senders}",
         )
         self.agree(member, value.round, value_id)
