@@ -38,10 +38,10 @@ import random
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import replace
 from typing import Any
 
-from qora_p2p.errors import ConfigError, MessageError, QoraError
+from qora_p2p.errors import MessageError, QoraError
 from qora_p2p.fixedpoint import encode as encode_fixed
 from qora_p2p.fixedpoint import to_bytes
 from qora_p2p.identity import Identity
@@ -64,15 +64,7 @@ from qora_p2p.protocol.effects import (
     Train,
     execute,
 )
-from qora_p2p.protocol.genesis import (
-    MEMBERS_MAX,
-    Genesis,
-    Member,
-    Timing,
-    apply_settings,
-    default_rule_params,
-    genesis_from_fragment,
-)
+from qora_p2p.protocol.genesis import MEMBERS_MAX, Member
 from qora_p2p.protocol.messages import (
     Limits,
     Message,
@@ -84,11 +76,11 @@ from qora_p2p.protocol.state import (
     compute_round,
     genesis_state,
 )
-from qora_p2p.schema import dump as dump_settings
 from qora_p2p.sim.checkers import Checkers
+from qora_p2p.sim.config import STRATEGIES, RoundStats, SimConfig, SimResult
 from qora_p2p.sim.faults import FAULT_PROFILES, Fault, Links
 
-__all__ = ["FAULT_PROFILES", "STRATEGIES", "Fault", "Links", "SimConfig", "SimResult", "Simulation", "run_simulation"]
+__all__ = ["FAULT_PROFILES", "STRATEGIES", "Fault", "Links", "RoundStats", "SimConfig", "SimResult", "Simulation", "run_simulation"]
 
 DECODE_CACHE_MAX = 200_000  # decoded messages shared between receivers (bytes -> message)
 VERIFY_CACHE_MAX = 1_000_000  # signature verdicts shared between members
@@ -96,107 +88,6 @@ COMPUTE_CACHE_MAX = 256  # round results shared between members
 TRAIN_MS = (40, 160)  # simulated local training time, uniform
 COMPUTE_MS = 5  # simulated aggregation time
 SIM_TIME_PER_ROUND_MS = 120_000  # a run that has not committed by rounds * this has lost liveness
-
-
-STRATEGIES = (*PROTOCOL_BEHAVIOURS, "sign_flip", "scaling")
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    """One simulation: everything it does follows from these values."""
-
-    nodes: int = 7
-    byzantine: int = 0
-    rounds: int = 5
-    seed: int = 0
-    dimension: int = 100
-    faults: str = "none"
-    strategy: str = "mixed"  # one of STRATEGIES, or "mixed" (cycle through them)
-    rule: str = "centered_clipping"
-    rule_params: tuple[tuple[str, Any], ...] = (("tau_scale", 1.0), ("center", "previous"))
-    ledger: bool = True
-    schedule: tuple[Fault, ...] | None = None  # explicit faults instead of the profile's
-    timing: Timing = field(default_factory=lambda: Timing(round_timeout_ms=5_000, collect_timeout_ms=100, propose_timeout_ms=500, prevote_timeout_ms=300, precommit_timeout_ms=300, timeout_delta_ms=200, timeout_cap_ms=5_000))
-    # Genesis parameters as PATH=VALUE (``reputation.opposing_penalty=0.05``), applied in order over
-    # the fields above and read by the genesis schema; the model stays synthetic of `dimension`.
-    genesis_settings: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        # The trace hash starts from this text. It is the dataclass repr of the fields that predate
-        # `genesis_settings`, which joins only when it is not empty, so every configuration made
-        # before it keeps its pinned trace hash.
-        legacy = ", ".join(f"{item.name}={getattr(self, item.name)!r}" for item in fields(self) if item.name != "genesis_settings")
-        settings = f", genesis_settings={self.genesis_settings!r}" if self.genesis_settings else ""
-        return f"{type(self).__qualname__}({legacy}{settings})"
-
-    def build_genesis(self, members: tuple[Member, ...]) -> Genesis:
-        """The run's genesis for ``members``: the fields above as a genesis fragment, then
-        `genesis_settings`, read by the genesis schema.
-
-        Raises:
-            ConfigError: an invalid parameter (named by its path), or a setting of the model.
-        """
-        fragment: dict[str, Any] = {
-            "model": {"kind": "synthetic", "dimension": self.dimension, "seed": self.seed},
-            # parameters equal to the rule's defaults are left to the schema, so that a setting of
-            # aggregation.rule brings the new rule's defaults rather than the old rule's
-            "aggregation": {"rule": self.rule, **({} if dict(self.rule_params) == default_rule_params(self.rule) else dict(self.rule_params))},
-            "reputation": {} if self.ledger else {"enabled": False},
-            "timing": dump_settings(self.timing),
-        }
-        for text in self.genesis_settings:
-            if text.strip().startswith("model."):
-                raise ConfigError(f"{text}: the simulator's updates are synthetic, of length dimension (qora-sim --model-dim)")
-        fragment = apply_settings(fragment, self.genesis_settings)
-        return genesis_from_fragment(fragment, f"sim-{self.seed}", members, "qora-sim genesis")
-
-    @property
-    def byzantine_members(self) -> tuple[int, ...]:
-        """Byzantine members are drawn from the seed."""
-        rng = random.Random(f"{self.seed}/byzantine")
-        return tuple(sorted(rng.sample(range(self.nodes), self.byzantine)))
-
-    def strategy_of(self, member: int) -> str:
-        if self.strategy != "mixed":
-            return self.strategy
-        return STRATEGIES[self.byzantine_members.index(member) % len(STRATEGIES)]
-
-
-@dataclass
-class RoundStats:
-    committed_by: int = 0
-    hash: str = ""
-    views: list[int] = field(default_factory=list)
-    first_commit_ms: int = 0
-    last_commit_ms: int = 0
-
-
-@dataclass
-class SimResult:
-    config: SimConfig
-    committed: dict[int, int]  # member -> rounds committed
-    rounds: dict[int, RoundStats]
-    violations: list[str]
-    trace_hash: str
-    sim_ms: int
-    wall_s: float
-    messages: Counter[str]
-    bytes_received: dict[int, int]  # member -> bytes received
-    bytes_by_kind: Counter[str]  # bytes received by honest members, per message type
-    bans: dict[int, list[int]]  # round -> members banned or proven at its commit (first honest view)
-    penalties: int
-    events: Counter[str]
-    commit_times: dict[int, list[tuple[int, int]]]  # honest member -> (round, sim ms) per commit
-    proven_at: dict[int, dict[int, int]]  # honest member -> culprit -> round its proof committed
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations
-
-    @property
-    def safe(self) -> bool:
-        """No safety violation (liveness failures aside)."""
-        return not any(not violation.startswith("liveness") for violation in self.violations)
 
 
 class _Node:
