@@ -23,11 +23,17 @@ Byzantine members run an honest core whose effects pass through a strategy (`STR
 equivocating updates, proposals and votes; invalid proposals; withheld votes; silence; junk bytes;
 replays of old rounds; and the poisoned updates of `qora_p2p.learning.attacks`.
 
-Checkers run on every commit: **agreement** (no two honest members commit different hashes for a
-round), **validity** (at least n - f inputs, all from members eligible in that round), **state
-equality** (honest members' model and ledger digests agree per round) and **no double signing**
-(an honest member never signs two different contents for one slot, even across restarts). At the
-end, **liveness**: every honest member committed every round (faults stop before the end).
+Checkers (`qora_p2p.sim.checkers`) run on every commit: **agreement** (no two honest members
+commit different hashes for a round), **validity** (at least n - f inputs, all from members
+eligible in that round), **state equality** (honest members' model and ledger digests agree per
+round), **certificates**, **no honest ban**, **bounded storage** (also at every signature) and
+**no double signing** (an honest member never signs two different contents for one slot, even
+across restarts). An exception that escapes a core is caught and recorded as a violation (member,
+time, traceback), so a sweep reports it instead of dying. Once a second of simulated time, the loop
+asks whether an honest member has gone longer than the progress bound without committing since the
+last fault (**liveness after stabilisation**); the check adds no event, so runs that never stall
+are unchanged. At the end, every honest member's **stored chain** is verified record by record, and
+**liveness**: every honest member committed every round (faults stop before the end).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import random
+import traceback
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -47,7 +54,7 @@ from qora_p2p.fixedpoint import to_bytes
 from qora_p2p.identity import Identity
 from qora_p2p.identity import verify as verify_signature
 from qora_p2p.learning.synthetic import synthetic_update
-from qora_p2p.node.store import DoubleSignError, Store
+from qora_p2p.node.store import DoubleSignError
 from qora_p2p.protocol.behaviour import PROTOCOL_BEHAVIOURS, Misbehaviour
 from qora_p2p.protocol.core import NodeCore
 from qora_p2p.protocol.effects import (
@@ -78,7 +85,8 @@ from qora_p2p.protocol.state import (
 )
 from qora_p2p.sim.checkers import Checkers
 from qora_p2p.sim.config import STRATEGIES, RoundStats, SimConfig, SimResult
-from qora_p2p.sim.faults import FAULT_PROFILES, Fault, Links
+from qora_p2p.sim.faults import ALL_FAULT_PROFILES, FAULT_PROFILES, Fault, Links
+from qora_p2p.sim.storage import MeasuredStore
 
 __all__ = ["FAULT_PROFILES", "STRATEGIES", "Fault", "Links", "RoundStats", "SimConfig", "SimResult", "Simulation", "run_simulation"]
 
@@ -88,12 +96,13 @@ COMPUTE_CACHE_MAX = 256  # round results shared between members
 TRAIN_MS = (40, 160)  # simulated local training time, uniform
 COMPUTE_MS = 5  # simulated aggregation time
 SIM_TIME_PER_ROUND_MS = 120_000  # a run that has not committed by rounds * this has lost liveness
+STALL_CHECK_MS = 1_000  # how often the loop asks whether an honest member stalled past the bound
 
 
 class _Node:
     """One simulated member: its core, its durable store (the real one, in memory) and its role."""
 
-    def __init__(self, index: int, identity: Identity, store: Store, strategy: str | None, misbehaviour: Misbehaviour | None) -> None:
+    def __init__(self, index: int, identity: Identity, store: MeasuredStore, strategy: str | None, misbehaviour: Misbehaviour | None) -> None:
         self.index, self.identity, self.store, self.strategy = index, identity, store, strategy
         self.misbehaviour = misbehaviour
         self.core: NodeCore  # set by the simulation right after
@@ -140,6 +149,7 @@ class _Effects:
         except DoubleSignError as error:
             refused = str(error)
         self.simulation.checkers.signed(node.index, effect.slot, effect.content, refused)
+        self.simulation._check_storage(node)
 
     def train(self, effect: Train) -> None:
         simulation = self.simulation
@@ -159,15 +169,22 @@ class _Effects:
         node.store.install(list(effect.records), effect.state)
         if index not in simulation.byzantine and effect.state.round >= simulation.config.rounds > node.state.round:
             simulation.finished += 1
+        waiting = node.state.round < simulation.config.rounds
         node.state = effect.state
         for record in effect.records:
             simulation.checkers.certificate(index, record)
             simulation.checkers.agreement(index, record.value.round, record.value.id(simulation.genesis.hash), None)
+        simulation.checkers.honest_bans(index, effect.state)
+        if waiting:
+            simulation.checkers.progress(index, simulation.now)
+        simulation._check_storage(node)
 
     def event(self, effect: Event) -> None:
         simulation = self.simulation
         simulation.events[effect.kind] += 1
         simulation.trace.update(f"e/{simulation.now}/{self.node.index}/{effect.kind}".encode())
+        if effect.kind == "round_started" and self.node.index not in simulation.byzantine:
+            simulation.round_started.setdefault(effect.fields["round"], simulation.now)
 
     def penalize(self, effect: Penalize) -> None:
         self.simulation.penalties += 1
@@ -179,8 +196,8 @@ class Simulation:
     def __init__(self, config: SimConfig, on_round: Callable[[int, RoundStats], None] | None = None) -> None:
         if not 1 <= config.nodes <= MEMBERS_MAX or not 0 <= config.byzantine < config.nodes:
             raise QoraError(f"need 1..{MEMBERS_MAX} nodes and 0..nodes-1 Byzantine, got {config.nodes}, {config.byzantine}")
-        if config.faults not in FAULT_PROFILES:
-            raise QoraError(f"unknown fault profile {config.faults!r}; known: {', '.join(FAULT_PROFILES)}")
+        if config.faults not in ALL_FAULT_PROFILES:
+            raise QoraError(f"unknown fault profile {config.faults!r}; known: {', '.join(ALL_FAULT_PROFILES)}")
         if config.strategy != "mixed" and config.strategy not in STRATEGIES:
             raise QoraError(f"unknown strategy {config.strategy!r}; known: mixed, {', '.join(STRATEGIES)}")
         self.config = config
@@ -191,7 +208,7 @@ class Simulation:
         self.genesis = config.build_genesis(members)
         self.limits = Limits(config.nodes, config.dimension)
         self.byzantine = set(config.byzantine_members)
-        self.links, self.faults = FAULT_PROFILES[config.faults](config, random.Random(f"{config.seed}/faults"))
+        self.links, self.faults = ALL_FAULT_PROFILES[config.faults](config, random.Random(f"{config.seed}/faults"))
         if config.schedule is not None:
             self.faults = sorted(config.schedule, key=lambda fault: fault.at_ms)
         self.partition: set[int] = set()
@@ -204,7 +221,9 @@ class Simulation:
         self.compute_cache: dict[bytes, RoundResult | QoraError] = {}
         self.encode_cache: dict[int, tuple[Message, bytes]] = {}
         self.checkers = Checkers(self.genesis, self.byzantine, self._verify)
+        self.checkers.stable_ms = max((fault.at_ms for fault in self.faults), default=0)
         self.violations = self.checkers.violations  # the run stops at the first one
+        self.round_started: dict[int, int] = {}  # round -> when the first honest member started it
         self.round_stats: dict[int, RoundStats] = {}
         self.messages: Counter[str] = Counter()
         self.bytes_received: dict[int, int] = dict.fromkeys(range(config.nodes), 0)
@@ -222,7 +241,7 @@ class Simulation:
             misbehaviour = None
             if strategy in PROTOCOL_BEHAVIOURS:
                 misbehaviour = Misbehaviour(strategy, identity, self.genesis.hash, index, config.nodes, self.rng)
-            node = _Node(index, identity, Store.in_memory(self.genesis, identity.public_key), strategy, misbehaviour)
+            node = _Node(index, identity, MeasuredStore.in_memory(self.genesis, identity.public_key), strategy, misbehaviour)
             node.state = state
             node.core = self._core(node, 0)
             node.effects = _Effects(self, node)
@@ -307,6 +326,17 @@ class Simulation:
             self.compute_cache[digest] = result
         return result
 
+    # ------------------------------------------------------------------------ checkers
+
+    def _check_storage(self, node: _Node) -> None:
+        """An honest member's store against `qora_p2p.sim.storage`'s bound."""
+        if node.index in self.byzantine:
+            return
+        rounds = node.state.round
+        started = self.round_started.get(rounds + 1, self.now)
+        views = 2 + (self.now - started) // self.genesis.timing.precommit_timeout_ms
+        self.checkers.storage(node.index, node.store.stored_bytes(), rounds, views)
+
     # ------------------------------------------------------------------------ synthetic workload
 
     def _payload(self, member: int, round_number: int, strategy: str | None) -> bytes:
@@ -328,6 +358,9 @@ class Simulation:
         if index in self.byzantine:
             return
         self.checkers.committed(index, previous, record, state)
+        if previous.round < self.config.rounds:  # a member that finished may wait for the others
+            self.checkers.progress(index, self.now)
+        self._check_storage(node)
         round_hash = value.id(self.genesis.hash)
         self.commit_times.setdefault(index, []).append((value.round, self.now))
         if state.ledger is not None:
@@ -429,18 +462,28 @@ class Simulation:
         for node in self.nodes:
             self._run_effects(node)
         limit = (self.config.rounds + 2) * SIM_TIME_PER_ROUND_MS
+        stall_check = STALL_CHECK_MS
         while self.queue and not self._done() and not self.violations:
             at, _, kind, payload = heapq.heappop(self.queue)
             if at > limit:
                 break
+            if at >= stall_check:  # no event of its own: runs that never stall are unchanged
+                stall_check = at + STALL_CHECK_MS
+                waiting = [node.index for node in self.nodes if node.index not in self.byzantine and node.state.round < self.config.rounds]
+                self.checkers.stalled(at, waiting)
             self.now = at
             if kind == "deliver":
                 # CRC-32 identifies the bytes well enough for a trace and costs far less than SHA-256.
                 self.trace.update(f"d/{at}/{payload[0]}/{payload[1]}/{zlib.crc32(payload[2])}".encode())
             else:
                 self.trace.update(f"{kind[0]}/{at}/{payload[0] if kind != 'fault' else ''}".encode())
-            self._handle(kind, payload)
+            try:
+                self._handle(kind, payload)
+            except Exception:
+                member = None if kind == "fault" else payload[1] if kind == "deliver" else payload[0]
+                self.checkers.exception(member, at, kind, traceback.format_exc())
         for node in self.nodes:
+            self._check_stored(node)
             node.store.close()
         committed = {node.index: node.state.round for node in self.nodes}
         self.checkers.liveness(committed, self.config.rounds)
@@ -461,6 +504,16 @@ class Simulation:
             self.commit_times,
             self.proven_at,
         )
+
+    def _check_stored(self, node: _Node) -> None:
+        """At the end: an honest member's whole store, its chain and its size."""
+        if node.index in self.byzantine:
+            return
+        try:
+            self.checkers.stored(node.index, list(node.store.records()))
+        except QoraError as error:
+            self.violations.append(f"stored chain: member {node.index}'s store is unreadable: {error}")
+        self._check_storage(node)
 
 
 def run_simulation(config: SimConfig, on_round: Callable[[int, RoundStats], None] | None = None) -> SimResult:
