@@ -6,9 +6,12 @@
     qora-sim --genesis genesis.toml          # peers.toml's tables, without network_id and members
 
 Every member runs the unmodified protocol core over simulated links; Byzantine members follow
---strategy ("mixed" cycles through all of them). After every commit the checkers verify agreement,
-validity, state equality and that no honest member signs twice; at the end, that every honest member
-committed every round. The same --seed replays the same run, event for event (same trace hash).
+--strategy ("mixed" cycles through all of them), or are driven by --adversary (attacks written
+against the protocol with an omniscient view: see qora_p2p.sim.adversaries). After every commit the
+checkers verify agreement, validity, state equality, certificates, stored bytes, that no honest
+member is banned and that no honest member signs twice; once the faults are over, that every honest
+member keeps committing; at the end, that every honest member committed every round and that every
+stored chain verifies. The same --seed replays the same run, event for event (same trace hash).
 
 Every genesis parameter but the model (synthetic updates of length --model-dim) can be set: by
 --rule and --no-ledger, a fragment file (--genesis), then --set PATH=VALUE, later ones winning. The
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,11 +32,13 @@ from qora_p2p.errors import QoraError
 from qora_p2p.protocol.genesis import default_rule_params, describe_settings, placeholder_members
 from qora_p2p.schema import flatten, read_toml
 from qora_p2p.sim import (
-    FAULT_PROFILES,
+    ADVERSARIES,
+    ALL_FAULT_PROFILES,
     STRATEGIES,
     RoundStats,
     SimConfig,
     SimResult,
+    replay_command,
     run_simulation,
 )
 
@@ -55,8 +59,9 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--rounds", type=int, default=10, help="FL rounds to commit (default 10)")
     top.add_argument("--seed", type=int, default=0, help="everything follows from it (default 0)")
     top.add_argument("--model-dim", type=int, default=1000, help="update length P of the synthetic updates (default 1000)")
-    top.add_argument("--faults", choices=sorted(FAULT_PROFILES), default="none", help="fault profile (default none)")
+    top.add_argument("--faults", choices=sorted(ALL_FAULT_PROFILES), default="none", help="fault profile (default none)")
     top.add_argument("--strategy", choices=["mixed", *STRATEGIES], default="mixed", help="Byzantine behaviour (default mixed)")
+    top.add_argument("--adversary", choices=["mixed", *ADVERSARIES], default="", help="drive the Byzantine members by an adversary instead of --strategy")
     top.add_argument("--rule", default="centered_clipping", help="aggregation rule (default centered_clipping)")
     top.add_argument("--no-ledger", action="store_true", help="disable the reputation ledger")
     top.add_argument("--genesis", type=Path, metavar="FRAGMENT.toml", help="genesis parameters from a file: peers.toml's tables without network_id and members")
@@ -86,6 +91,7 @@ def summary(result: SimResult) -> dict[str, Any]:
             "model_dim": config.dimension,
             "faults": config.faults,
             "strategy": config.strategy,
+            "adversary": config.adversary,
             "rule": genesis.rule,
             "ledger": genesis.ledger is not None,
             "genesis_settings": list(config.genesis_settings),
@@ -130,15 +136,6 @@ def _listed(members: tuple[int, ...], most: int = 20) -> str:
     return f": {list(members)}" if 0 < len(members) <= most else ""
 
 
-def _replay(config: SimConfig) -> str:
-    return (
-        f"qora-sim --nodes {config.nodes} --byzantine {config.byzantine} --rounds {config.rounds} --seed {config.seed} "
-        f"--model-dim {config.dimension} --faults {config.faults} --strategy {config.strategy} --rule {config.rule}"
-        + (" --no-ledger" if not config.ledger else "")
-        + "".join(f" --set {shlex.quote(text)}" for text in config.genesis_settings)
-    )
-
-
 GENESIS_FRAGMENT_BYTES_MAX = 64 << 10  # a fragment holds parameters only, no member list
 
 
@@ -159,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             dimension=args.model_dim,
             faults=args.faults,
             strategy=args.strategy,
+            adversary=args.adversary,
             rule=args.rule,
             rule_params=tuple(default_rule_params(args.rule).items()),
             ledger=not args.no_ledger,
@@ -169,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         genesis = config.build_genesis(placeholder_members(config.nodes))  # bad settings exit 2 here
         print(
             f"simulating {config.nodes} members ({config.byzantine} Byzantine{_listed(config.byzantine_members)}, "
-            f"strategy {config.strategy}), {config.rounds} rounds, P = {config.dimension}, faults {config.faults}, seed {config.seed}, "
+            f"{'adversary ' + config.adversary if config.adversary else 'strategy ' + config.strategy}), {config.rounds} rounds, P = {config.dimension}, faults {config.faults}, seed {config.seed}, "
             f"rule {genesis.rule}, ledger {'on' if genesis.ledger else 'off'}",
             flush=True,
         )
@@ -198,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nCHECKER FAILURES:", file=sys.stderr)
         for violation in result.violations[:20]:
             print(f"  {violation}", file=sys.stderr)
-        print(f"replay with: {_replay(config)}", file=sys.stderr)
+        print(f"replay with: {replay_command(config)}", file=sys.stderr)
         return EXIT_FAILED
     return 0
 

@@ -7,6 +7,7 @@ trace hashes were pinned join the text only when they differ from their defaults
 from __future__ import annotations
 
 import random
+import shlex
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -22,9 +23,10 @@ from qora_p2p.protocol.genesis import (
     genesis_from_fragment,
 )
 from qora_p2p.schema import dump as dump_settings
+from qora_p2p.sim.adversaries import ADVERSARY_NAMES
 from qora_p2p.sim.faults import Fault
 
-__all__ = ["STRATEGIES", "RoundStats", "SimConfig", "SimResult"]
+__all__ = ["STRATEGIES", "RoundStats", "SimConfig", "SimResult", "replay_command"]
 
 STRATEGIES = (*PROTOCOL_BEHAVIOURS, "sign_flip", "scaling")
 
@@ -48,14 +50,20 @@ class SimConfig:
     # Genesis parameters as PATH=VALUE (``reputation.opposing_penalty=0.05``), applied in order over
     # the fields above and read by the genesis schema; the model stays synthetic of `dimension`.
     genesis_settings: tuple[str, ...] = ()
+    # Byzantine members driven by an adversary of `qora_p2p.sim.adversaries.ADVERSARIES` ("mixed":
+    # cycle through them) instead of `strategy`; empty: `strategy` decides. Out of the repr, which
+    # stays the text older configurations' traces start from; `__str__` shows it when set.
+    adversary: str = field(default="", repr=False)
 
     def __str__(self) -> str:
         # The trace hash starts from this text. It is the dataclass repr of the fields that predate
-        # `genesis_settings`, which joins only when it is not empty, so every configuration made
-        # before it keeps its pinned trace hash.
-        legacy = ", ".join(f"{item.name}={getattr(self, item.name)!r}" for item in fields(self) if item.name != "genesis_settings")
+        # `genesis_settings`; it and `adversary` join only when not empty, so every configuration
+        # made before them keeps its pinned trace hash.
+        later = ("genesis_settings", "adversary")
+        legacy = ", ".join(f"{item.name}={getattr(self, item.name)!r}" for item in fields(self) if item.name not in later)
         settings = f", genesis_settings={self.genesis_settings!r}" if self.genesis_settings else ""
-        return f"{type(self).__qualname__}({legacy}{settings})"
+        adversary = f", adversary={self.adversary!r}" if self.adversary else ""
+        return f"{type(self).__qualname__}({legacy}{settings}{adversary})"
 
     def build_genesis(self, members: tuple[Member, ...]) -> Genesis:
         """The run's genesis for ``members``: the fields above as a genesis fragment, then
@@ -88,6 +96,12 @@ class SimConfig:
         if self.strategy != "mixed":
             return self.strategy
         return STRATEGIES[self.byzantine_members.index(member) % len(STRATEGIES)]
+
+    def adversary_of(self, member: int) -> str:
+        """The adversary a Byzantine member runs ("" when `strategy` drives it)."""
+        if self.adversary != "mixed":
+            return self.adversary
+        return ADVERSARY_NAMES[self.byzantine_members.index(member) % len(ADVERSARY_NAMES)]
 
 
 @dataclass
@@ -125,3 +139,15 @@ class SimResult:
     def safe(self) -> bool:
         """No safety violation (liveness failures aside)."""
         return not any(not violation.startswith("liveness") for violation in self.violations)
+
+
+def replay_command(config: SimConfig) -> str:
+    """The ``qora-sim`` command that replays ``config`` (a run the CLI can express: the rule's
+    default parameters, no explicit schedule, default timing)."""
+    return (
+        f"qora-sim --nodes {config.nodes} --byzantine {config.byzantine} --rounds {config.rounds} --seed {config.seed} "
+        f"--model-dim {config.dimension} --faults {config.faults} --strategy {config.strategy} --rule {config.rule}"
+        + (f" --adversary {config.adversary}" if config.adversary else "")
+        + (" --no-ledger" if not config.ledger else "")
+        + "".join(f" --set {shlex.quote(text)}" for text in config.genesis_settings)
+    )

@@ -21,19 +21,15 @@ drift and member noise, in fixed point).
 
 Byzantine members run an honest core whose effects pass through a strategy (`STRATEGIES`):
 equivocating updates, proposals and votes; invalid proposals; withheld votes; silence; junk bytes;
-replays of old rounds; and the poisoned updates of `qora_p2p.learning.attacks`.
+replays of old rounds; and the poisoned updates of `qora_p2p.learning.attacks`. Or an adversary
+drives them (`qora_p2p.sim.adversary`): code that sees every honest message as it is sent and sends
+any bytes at any time. Runs without one draw no extra randomness and process no extra events.
 
-Checkers (`qora_p2p.sim.checkers`) run on every commit: **agreement** (no two honest members
-commit different hashes for a round), **validity** (at least n - f inputs, all from members
-eligible in that round), **state equality** (honest members' model and ledger digests agree per
-round), **certificates**, **no honest ban**, **bounded storage** (also at every signature) and
-**no double signing** (an honest member never signs two different contents for one slot, even
-across restarts). An exception that escapes a core is caught and recorded as a violation (member,
-time, traceback), so a sweep reports it instead of dying. Once a second of simulated time, the loop
-asks whether an honest member has gone longer than the progress bound without committing since the
-last fault (**liveness after stabilisation**); the check adds no event, so runs that never stall
-are unchanged. At the end, every honest member's **stored chain** is verified record by record, and
-**liveness**: every honest member committed every round (faults stop before the end).
+The checkers (`qora_p2p.sim.checkers`, which lists them) run at every commit, install and
+signature; an exception that escapes a core is recorded as a violation (member, time, traceback),
+never the end of the process; once a simulated second, without an event of its own, the loop asks
+whether an honest member went too long without progress since the last fault; at the end, every
+stored chain is verified and every honest member must have committed every round.
 """
 
 from __future__ import annotations
@@ -44,7 +40,7 @@ import random
 import traceback
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -83,6 +79,8 @@ from qora_p2p.protocol.state import (
     compute_round,
     genesis_state,
 )
+from qora_p2p.sim.adversaries import ADVERSARIES
+from qora_p2p.sim.adversary import Adversary, Observed, World
 from qora_p2p.sim.checkers import Checkers
 from qora_p2p.sim.config import STRATEGIES, RoundStats, SimConfig, SimResult
 from qora_p2p.sim.faults import ALL_FAULT_PROFILES, FAULT_PROFILES, Fault, Links
@@ -105,6 +103,9 @@ class _Node:
     def __init__(self, index: int, identity: Identity, store: MeasuredStore, strategy: str | None, misbehaviour: Misbehaviour | None) -> None:
         self.index, self.identity, self.store, self.strategy = index, identity, store, strategy
         self.misbehaviour = misbehaviour
+        self.adversary: Adversary | None = None
+        self.world: World | None = None  # the adversary's, when it has one
+        self.driven = True  # the simulator drives its core (not: an adversary without one)
         self.core: NodeCore  # set by the simulation right after
         self.state: AgreedState  # the last committed state, as the checkers see it
         self.alive = True
@@ -128,6 +129,8 @@ class _Effects:
         simulation.messages[type(effect.message).__name__] += 1
         simulation._transmit(self.node.index, effect.peer, data)
         self._sent(data)
+        if simulation.observers:
+            simulation._observe(self.node.index, (effect.peer,), effect.message, data)
 
     def broadcast(self, effect: Broadcast) -> None:
         simulation = self.simulation
@@ -136,6 +139,9 @@ class _Effects:
         for peer in range(simulation.config.nodes):
             simulation._transmit(self.node.index, peer, data)
         self._sent(data)
+        if simulation.observers:
+            index = self.node.index
+            simulation._observe(index, tuple(peer for peer in range(simulation.config.nodes) if peer != index), effect.message, data)
 
     def _sent(self, data: bytes) -> None:
         if self.node.misbehaviour is not None:
@@ -193,13 +199,19 @@ class _Effects:
 class Simulation:
     """A configured run; `run` executes it and returns a `SimResult`."""
 
-    def __init__(self, config: SimConfig, on_round: Callable[[int, RoundStats], None] | None = None) -> None:
+    def __init__(self, config: SimConfig, on_round: Callable[[int, RoundStats], None] | None = None, adversaries: Mapping[int, Adversary] | None = None) -> None:
+        """``adversaries`` drive Byzantine members by object (over `SimConfig.adversary`); such a
+        run replays only with the same objects."""
         if not 1 <= config.nodes <= MEMBERS_MAX or not 0 <= config.byzantine < config.nodes:
             raise QoraError(f"need 1..{MEMBERS_MAX} nodes and 0..nodes-1 Byzantine, got {config.nodes}, {config.byzantine}")
         if config.faults not in ALL_FAULT_PROFILES:
             raise QoraError(f"unknown fault profile {config.faults!r}; known: {', '.join(ALL_FAULT_PROFILES)}")
         if config.strategy != "mixed" and config.strategy not in STRATEGIES:
             raise QoraError(f"unknown strategy {config.strategy!r}; known: mixed, {', '.join(STRATEGIES)}")
+        if config.adversary not in ("", "mixed", *ADVERSARIES):
+            raise QoraError(f"unknown adversary {config.adversary!r}; known: mixed, {', '.join(ADVERSARIES)}")
+        if adversaries and not set(adversaries) <= set(config.byzantine_members):
+            raise QoraError(f"adversaries drive Byzantine members only ({list(config.byzantine_members)}), not {sorted(adversaries)}")
         self.config = config
         self.on_round = on_round
         self.rng = random.Random(f"{config.seed}/network")
@@ -236,8 +248,10 @@ class Simulation:
         self.proven_at: dict[int, dict[int, int]] = {}
         state = genesis_state(self.genesis)
         self.nodes = []
+        coalition: dict[Any, Any] = {}
         for index, identity in enumerate(self.identities):
-            strategy = config.strategy_of(index) if index in self.byzantine else None
+            adversary = self._adversary(index, adversaries or {})
+            strategy = config.strategy_of(index) if index in self.byzantine and adversary is None else None
             misbehaviour = None
             if strategy in PROTOCOL_BEHAVIOURS:
                 misbehaviour = Misbehaviour(strategy, identity, self.genesis.hash, index, config.nodes, self.rng)
@@ -245,7 +259,18 @@ class Simulation:
             node.state = state
             node.core = self._core(node, 0)
             node.effects = _Effects(self, node)
+            if adversary is not None:
+                rng = random.Random(f"{config.seed}/adversary/{index}")
+                node.adversary, node.driven = adversary, adversary.runs_core
+                node.world = World(self, index, self.identities, self.genesis, self.limits, config.byzantine_members, rng, coalition)
             self.nodes.append(node)
+        self.observers = [node for node in self.nodes if node.adversary is not None and node.adversary.observes]
+
+    def _adversary(self, index: int, given: Mapping[int, Adversary]) -> Adversary | None:
+        if index not in self.byzantine or index in given:
+            return given.get(index)
+        name = self.config.adversary_of(index)
+        return ADVERSARIES[name]() if name else None
 
     # ------------------------------------------------------------------------ plumbing
 
@@ -295,8 +320,14 @@ class Simulation:
     # ------------------------------------------------------------------------ effects
 
     def _run_effects(self, node: _Node) -> None:
-        misbehaviour = node.misbehaviour
+        if not node.driven:
+            return
+        misbehaviour, adversary = node.misbehaviour, node.adversary
         for effect in node.core.drain():
+            if adversary is not None:
+                for chosen in self._call_adversary(node, adversary.outgoing, effect) or ():
+                    self._effect(node, chosen)
+                continue
             for transformed in [effect] if misbehaviour is None else misbehaviour.apply(effect):
                 self._effect(node, transformed)
         deadline = node.core.next_deadline()
@@ -326,7 +357,37 @@ class Simulation:
             self.compute_cache[digest] = result
         return result
 
-    # ------------------------------------------------------------------------ checkers
+    # ------------------------------------------------------------------------ adversaries
+
+    def _call_adversary(self, node: _Node, call: Callable[..., Any], *arguments: Any) -> Any:
+        """An adversary's method, with its world; its exception is a violation, not a crash."""
+        try:
+            return call(*arguments, node.world)
+        except Exception:
+            self.checkers.exception(node.index, self.now, f"{type(node.adversary).__name__}.{call.__name__}", traceback.format_exc(), adversary=True)
+            return None
+
+    def _observe(self, sender: int, receivers: tuple[int, ...], message: Message, data: bytes) -> None:
+        if sender in self.byzantine:
+            return
+        seen = Observed(sender, receivers, message, data, self.now)
+        for node in self.observers:
+            if node.alive and node.adversary is not None:
+                self._call_adversary(node, node.adversary.observe, seen)
+
+    def adversary_send(self, member: int, receiver: int, data: bytes, delay_ms: int) -> None:
+        self.messages["adversary"] += 1
+        if delay_ms:
+            self._push(self.now + delay_ms, "xmit", (member, receiver, data))
+        else:
+            self._transmit(member, receiver, data)
+
+    def adversary_wake(self, member: int, at_ms: int, tag: str) -> None:
+        self._push(at_ms, "wake", (member, tag))
+
+    def adversary_core(self, member: int) -> NodeCore | None:
+        node = self.nodes[member]
+        return node.core if node.driven and node.adversary is not None else None
 
     def _check_storage(self, node: _Node) -> None:
         """An honest member's store against `qora_p2p.sim.storage`'s bound."""
@@ -387,6 +448,10 @@ class Simulation:
         if kind == "fault":
             self._fault(payload)
             return
+        if kind == "xmit":
+            if self.nodes[payload[0]].alive:
+                self._transmit(*payload)
+            return
         index = payload[1] if kind == "deliver" else payload[0]
         node = self.nodes[index]
         if not node.alive:
@@ -407,12 +472,18 @@ class Simulation:
                     message = decode(data, self.limits)
                 except MessageError:
                     self.penalties += 1
+                    if node.adversary is not None:
+                        self._call_adversary(node, node.adversary.delivered, sender, data, None)
                     return
                 if len(self.decode_cache) >= DECODE_CACHE_MAX:
                     self.decode_cache.clear()
                 self.decode_cache[data] = message
             if index not in self.byzantine:
                 self.bytes_by_kind[type(message).__name__] += len(data)
+            if node.adversary is not None:
+                self._call_adversary(node, node.adversary.delivered, sender, data, message)
+                if not node.driven:
+                    return
             node.core.receive(sender, message, self.now)
         elif kind == "trained":
             _, round_number = payload
@@ -423,6 +494,8 @@ class Simulation:
                 node.core.compute_failed(request, str(result), self.now)
             else:
                 node.core.computed(request, result, self.now)
+        elif kind == "wake" and node.adversary is not None:
+            self._call_adversary(node, node.adversary.wake, payload[1])
         self._run_effects(node)
 
     def _fault(self, fault: Fault) -> None:
@@ -434,8 +507,10 @@ class Simulation:
         elif fault.kind == "restart":
             for member in fault.members:
                 node = self.nodes[member]
-                node.core = self._core(node, self.now)
                 node.alive = True
+                if not node.driven:
+                    continue
+                node.core = self._core(node, self.now)
                 self._run_effects(node)
                 for peer in range(self.config.nodes):
                     self._transmit(member, peer, self._encode(node.core.hello()))
@@ -444,7 +519,7 @@ class Simulation:
         elif fault.kind == "heal":
             self.partition = set()
             for node in self.nodes:
-                if node.alive:
+                if node.alive and node.driven:
                     for peer in range(self.config.nodes):
                         self._transmit(node.index, peer, self._encode(node.core.hello()))
         elif fault.kind == "calm":
@@ -461,6 +536,9 @@ class Simulation:
             self._push(fault.at_ms, "fault", fault)
         for node in self.nodes:
             self._run_effects(node)
+        for node in self.nodes:
+            if node.adversary is not None:
+                self._call_adversary(node, node.adversary.start)
         limit = (self.config.rounds + 2) * SIM_TIME_PER_ROUND_MS
         stall_check = STALL_CHECK_MS
         while self.queue and not self._done() and not self.violations:
@@ -516,6 +594,6 @@ class Simulation:
         self._check_storage(node)
 
 
-def run_simulation(config: SimConfig, on_round: Callable[[int, RoundStats], None] | None = None) -> SimResult:
+def run_simulation(config: SimConfig, on_round: Callable[[int, RoundStats], None] | None = None, adversaries: Mapping[int, Adversary] | None = None) -> SimResult:
     """Build and run one simulation."""
-    return Simulation(config, on_round).run()
+    return Simulation(config, on_round, adversaries).run()
