@@ -4,6 +4,8 @@
     qora-sim --nodes 100 --byzantine 33 --rounds 20 --model-dim 1000 --faults chaos --json run.json
     qora-sim --nodes 10 --byzantine 3 --set reputation.opposing_penalty=0.05 --set aggregation.rule=median
     qora-sim --genesis genesis.toml          # peers.toml's tables, without network_id and members
+    qora-sim --nodes 7 --byzantine 2 --adversary equivocating_precommits --faults chaos
+    qora-sim --sweep 10000 --workers 2       # seeded configurations, N 4..31, every behaviour and fault
 
 Every member runs the unmodified protocol core over simulated links; Byzantine members follow
 --strategy ("mixed" cycles through all of them), or are driven by --adversary (attacks written
@@ -16,6 +18,10 @@ stored chain verifies. The same --seed replays the same run, event for event (sa
 Every genesis parameter but the model (synthetic updates of length --model-dim) can be set: by
 --rule and --no-ledger, a fragment file (--genesis), then --set PATH=VALUE, later ones winning. The
 genesis schema checks them as it checks peers.toml; the parameters are listed at the end.
+
+--sweep SEEDS runs that many configurations drawn from consecutive seeds (from --seed on) instead of
+one (qora_p2p.sim.sweep; the other run options do not apply), in --workers processes, and prints
+every failure that is not a known protocol bug with the command that replays it.
 
 Exit codes: 0 all checks passed; 1 a checker failed (the seed to replay is printed); 2 bad usage.
 """
@@ -41,10 +47,12 @@ from qora_p2p.sim import (
     replay_command,
     run_simulation,
 )
+from qora_p2p.sim.sweep import Outcome, run_sweep
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 UPDATE_OVERHEAD_BYTES = 128  # msgpack framing, round, hashes, sender, signature around a payload
+SWEEP_PROGRESS_EVERY = 500  # runs between two progress lines of a sweep
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,6 +74,8 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--no-ledger", action="store_true", help="disable the reputation ledger")
     top.add_argument("--genesis", type=Path, metavar="FRAGMENT.toml", help="genesis parameters from a file: peers.toml's tables without network_id and members")
     top.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="a genesis parameter, e.g. reputation.opposing_penalty=0.05 (repeatable; wins over --genesis)")
+    top.add_argument("--sweep", type=int, metavar="SEEDS", help="a sweep of SEEDS seeded configurations from --seed on, instead of one run")
+    top.add_argument("--workers", type=int, default=2, help="processes of a sweep (default 2)")
     top.add_argument("--json", type=Path, metavar="OUT", help="write the summary as JSON")
     top.add_argument("--quiet", action="store_true", help="no per-round progress")
     return top
@@ -145,23 +155,53 @@ def _settings(args: argparse.Namespace) -> tuple[str, ...]:
     return (*flatten(fragment), *args.set)
 
 
+def config_of(args: argparse.Namespace) -> SimConfig:
+    """The run the options describe (what `replay_command` prints, read back)."""
+    return SimConfig(
+        nodes=args.nodes,
+        byzantine=args.byzantine,
+        rounds=args.rounds,
+        seed=args.seed,
+        dimension=args.model_dim,
+        faults=args.faults,
+        strategy=args.strategy,
+        adversary=args.adversary,
+        rule=args.rule,
+        rule_params=tuple(default_rule_params(args.rule).items()),
+        ledger=not args.no_ledger,
+        genesis_settings=_settings(args),
+    )
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    if args.sweep < 1 or args.workers < 1:
+        print("qora-sim: --sweep and --workers must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    done = 0
+
+    def progress(outcome: Outcome) -> None:
+        nonlocal done
+        done += 1
+        if not outcome.ok and not outcome.known:
+            print(f"FAILED seed {outcome.seed}: {outcome.violations[0]}\n  replay: {outcome.replay}", flush=True)
+        elif done % SWEEP_PROGRESS_EVERY == 0 and not args.quiet:
+            print(f"{done} of {args.sweep} runs", flush=True)
+
+    print(f"sweeping seeds {args.seed}..{args.seed + args.sweep - 1} on {args.workers} worker(s)", flush=True)
+    report = run_sweep(range(args.seed, args.seed + args.sweep), args.workers, on_outcome=progress)
+    print("\n".join(report.lines()))
+    if args.json:
+        rows = [{"seed": o.seed, "ok": o.ok, "known": o.known, "violations": list(o.violations), "replay": o.replay, "sim_ms": o.sim_ms, "wall_s": o.wall_s} for o in report.outcomes]
+        args.json.write_text(json.dumps({"summary": report.lines(0), "runs": rows}, indent=1) + "\n", encoding="utf-8")
+    return EXIT_FAILED if report.failures else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.sweep is not None:
+        return _sweep(args)
     try:
-        config = SimConfig(
-            nodes=args.nodes,
-            byzantine=args.byzantine,
-            rounds=args.rounds,
-            seed=args.seed,
-            dimension=args.model_dim,
-            faults=args.faults,
-            strategy=args.strategy,
-            adversary=args.adversary,
-            rule=args.rule,
-            rule_params=tuple(default_rule_params(args.rule).items()),
-            ledger=not args.no_ledger,
-            genesis_settings=_settings(args),
-        )
+        config = config_of(args)
         if args.rounds < 1 or args.model_dim < 1:
             raise QoraError("--rounds and --model-dim must be at least 1")
         genesis = config.build_genesis(placeholder_members(config.nodes))  # bad settings exit 2 here

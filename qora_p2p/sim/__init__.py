@@ -1,7 +1,7 @@
 """The deterministic simulator: N unmodified protocol cores in one process, replayable from a seed.
 
-See `qora_p2p.sim.loop` for the theory of operation and `qora_p2p.sim.adversary` for Byzantine
-members driven by arbitrary code.
+See `qora_p2p.sim.loop` for the theory of operation, `qora_p2p.sim.adversary` for Byzantine
+members driven by arbitrary code, and `qora_p2p.sim.sweep` for sweeps over thousands of seeds.
 """
 
 from qora_p2p.sim.adversaries import ADVERSARIES
