@@ -107,16 +107,22 @@ def chain(length, strip=()):
     return records
 
 
-def test_a_stored_chain_must_verify_link_and_start_at_round_one():
-    """A linked, certified chain passes; a stripped certificate, a gap, a broken link or a record
-    stored under another hash is named."""
+def test_a_stored_chain_must_verify_and_link_wherever_the_predecessor_is_stored():
+    """A linked, certified chain passes, and so does one restarting after a gap at a certified
+    record (a member that caught up from far); a stripped certificate, a repeat, a broken link or
+    a record stored under another hash is named."""
     checkers = Checkers(GENESIS, {3})
     checkers.stored(0, chain(3))
+    checkers.stored(1, chain(4)[2:])
+    checkers.stored(2, [chain(4)[0], *chain(4)[2:]])
     assert checkers.violations == []
+    elsewhere = Value(2, b"y" * 32, ((0, DIGEST), (1, DIGEST), (2, DIGEST)), (), DIGEST, DIGEST)  # round 2 of another chain
+    signatures = tuple((voter, Precommit.create(IDENTITIES[voter], GENESIS.hash, 2, 0, elsewhere.id(GENESIS.hash), voter).signature) for voter in (0, 1, 2))
     cases = [
         (chain(3, strip=(2,)), "certificate: round 2"),
-        (chain(3)[1:], "stored chain: round 2: member 0's stored record stored after round 0"),
-        ([chain(3)[0], chain(3)[2]], "stored chain: round 3"),
+        (chain(4, strip=(3,))[2:], "certificate: round 3"),
+        ([*chain(2), chain(2)[1]], "stored chain: round 2: member 0's stored record repeats or precedes the stored round 2"),
+        ([chain(2)[0], (Record(elsewhere, 0, signatures), elsewhere.id(GENESIS.hash))], "does not link to the stored round 1"),
         ([(chain(1)[0][0], b"x" * 32)], "is stored under another round hash"),
     ]
     for records, expected in cases:
