@@ -3,6 +3,11 @@
 A fault profile maps a configuration and a seeded random stream to the network's links and a
 schedule of faults, so a run's faults are as reproducible as everything else in it. Faults stop
 well before the end of a run (liveness is checked once the network is calm again).
+
+`FAULT_PROFILES` are the profiles the pinned trace hashes cover (every strategy meets each of
+them); `STALL_PROFILES` came later: ``stall`` splits the members into two halves, neither a quorum,
+for `STALL_MS` (longer than a message budget window and many capped timeouts), then heals.
+`ALL_FAULT_PROFILES` holds both.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from qora_p2p.sim.loop import SimConfig
 
-__all__ = ["FAULT_PROFILES", "Fault", "Links"]
+__all__ = ["ALL_FAULT_PROFILES", "FAULT_PROFILES", "STALL_PROFILES", "Fault", "Links"]
+
+STALL_MS = 40_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,3 +81,15 @@ FAULT_PROFILES: dict[str, Callable[[SimConfig, random.Random], tuple[Links, list
     "crash": _profile_crash,
     "chaos": _profile_chaos,
 }
+
+
+def _profile_stall(config: SimConfig, rng: random.Random) -> tuple[Links, list[Fault]]:
+    members = list(range(config.nodes))
+    rng.shuffle(members)
+    half = tuple(sorted(members[: config.nodes // 2]))
+    start = 150 + rng.randrange(300)  # in round 1 or 2 (the first commit comes after about 200-400 ms)
+    return Links(), [Fault(start, "partition", half), Fault(start + STALL_MS, "heal")]
+
+
+STALL_PROFILES: dict[str, Callable[[SimConfig, random.Random], tuple[Links, list[Fault]]]] = {"stall": _profile_stall}
+ALL_FAULT_PROFILES = {**FAULT_PROFILES, **STALL_PROFILES}

@@ -21,13 +21,15 @@ drift and member noise, in fixed point).
 
 Byzantine members run an honest core whose effects pass through a strategy (`STRATEGIES`):
 equivocating updates, proposals and votes; invalid proposals; withheld votes; silence; junk bytes;
-replays of old rounds; and the poisoned updates of `qora_p2p.learning.attacks`.
+replays of old rounds; and the poisoned updates of `qora_p2p.learning.attacks`. Or an adversary
+drives them (`qora_p2p.sim.adversary`): code that sees every honest message as it is sent and sends
+any bytes at any time. Runs without one draw no extra randomness and process no extra events.
 
-Checkers run on every commit: **agreement** (no two honest members commit different hashes for a
-round), **validity** (at least n - f inputs, all from members eligible in that round), **state
-equality** (honest members' model and ledger digests agree per round) and **no double signing**
-(an honest member never signs two different contents for one slot, even across restarts). At the
-end, **liveness**: every honest member committed every round (faults stop before the end).
+The checkers (`qora_p2p.sim.checkers`, which lists them) run at every commit, install and
+signature; an exception that escapes a core is recorded as a violation (member, time, traceback),
+never the end of the process; once a simulated second, without an event of its own, the loop asks
+whether an honest member went too long without progress since the last fault; at the end, every
+stored chain is verified and every honest member must have committed every round.
 """
 
 from __future__ import annotations
@@ -35,19 +37,20 @@ from __future__ import annotations
 import hashlib
 import heapq
 import random
+import traceback
 import zlib
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
-from qora_p2p.errors import ConfigError, MessageError, QoraError
+from qora_p2p.errors import MessageError, QoraError
 from qora_p2p.fixedpoint import encode as encode_fixed
 from qora_p2p.fixedpoint import to_bytes
 from qora_p2p.identity import Identity
 from qora_p2p.identity import verify as verify_signature
 from qora_p2p.learning.synthetic import synthetic_update
-from qora_p2p.node.store import DoubleSignError, Store
+from qora_p2p.node.store import DoubleSignError
 from qora_p2p.protocol.behaviour import PROTOCOL_BEHAVIOURS, Misbehaviour
 from qora_p2p.protocol.core import NodeCore
 from qora_p2p.protocol.effects import (
@@ -64,15 +67,7 @@ from qora_p2p.protocol.effects import (
     Train,
     execute,
 )
-from qora_p2p.protocol.genesis import (
-    MEMBERS_MAX,
-    Genesis,
-    Member,
-    Timing,
-    apply_settings,
-    default_rule_params,
-    genesis_from_fragment,
-)
+from qora_p2p.protocol.genesis import MEMBERS_MAX, Member
 from qora_p2p.protocol.messages import (
     Limits,
     Message,
@@ -84,11 +79,14 @@ from qora_p2p.protocol.state import (
     compute_round,
     genesis_state,
 )
-from qora_p2p.schema import dump as dump_settings
+from qora_p2p.sim.adversaries import ADVERSARIES
+from qora_p2p.sim.adversary import Adversary, Observed, World
 from qora_p2p.sim.checkers import Checkers
-from qora_p2p.sim.faults import FAULT_PROFILES, Fault, Links
+from qora_p2p.sim.config import STRATEGIES, RoundStats, SimConfig, SimResult
+from qora_p2p.sim.faults import ALL_FAULT_PROFILES, FAULT_PROFILES, Fault, Links
+from qora_p2p.sim.storage import MeasuredStore
 
-__all__ = ["FAULT_PROFILES", "STRATEGIES", "Fault", "Links", "SimConfig", "SimResult", "Simulation", "run_simulation"]
+__all__ = ["FAULT_PROFILES", "STRATEGIES", "Fault", "Links", "RoundStats", "SimConfig", "SimResult", "Simulation", "run_simulation"]
 
 DECODE_CACHE_MAX = 200_000  # decoded messages shared between receivers (bytes -> message)
 VERIFY_CACHE_MAX = 1_000_000  # signature verdicts shared between members
@@ -96,115 +94,18 @@ COMPUTE_CACHE_MAX = 256  # round results shared between members
 TRAIN_MS = (40, 160)  # simulated local training time, uniform
 COMPUTE_MS = 5  # simulated aggregation time
 SIM_TIME_PER_ROUND_MS = 120_000  # a run that has not committed by rounds * this has lost liveness
-
-
-STRATEGIES = (*PROTOCOL_BEHAVIOURS, "sign_flip", "scaling")
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    """One simulation: everything it does follows from these values."""
-
-    nodes: int = 7
-    byzantine: int = 0
-    rounds: int = 5
-    seed: int = 0
-    dimension: int = 100
-    faults: str = "none"
-    strategy: str = "mixed"  # one of STRATEGIES, or "mixed" (cycle through them)
-    rule: str = "centered_clipping"
-    rule_params: tuple[tuple[str, Any], ...] = (("tau_scale", 1.0), ("center", "previous"))
-    ledger: bool = True
-    schedule: tuple[Fault, ...] | None = None  # explicit faults instead of the profile's
-    timing: Timing = field(default_factory=lambda: Timing(round_timeout_ms=5_000, collect_timeout_ms=100, propose_timeout_ms=500, prevote_timeout_ms=300, precommit_timeout_ms=300, timeout_delta_ms=200, timeout_cap_ms=5_000))
-    # Genesis parameters as PATH=VALUE (``reputation.opposing_penalty=0.05``), applied in order over
-    # the fields above and read by the genesis schema; the model stays synthetic of `dimension`.
-    genesis_settings: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        # The trace hash starts from this text. It is the dataclass repr of the fields that predate
-        # `genesis_settings`, which joins only when it is not empty, so every configuration made
-        # before it keeps its pinned trace hash.
-        legacy = ", ".join(f"{item.name}={getattr(self, item.name)!r}" for item in fields(self) if item.name != "genesis_settings")
-        settings = f", genesis_settings={self.genesis_settings!r}" if self.genesis_settings else ""
-        return f"{type(self).__qualname__}({legacy}{settings})"
-
-    def build_genesis(self, members: tuple[Member, ...]) -> Genesis:
-        """The run's genesis for ``members``: the fields above as a genesis fragment, then
-        `genesis_settings`, read by the genesis schema.
-
-        Raises:
-            ConfigError: an invalid parameter (named by its path), or a setting of the model.
-        """
-        fragment: dict[str, Any] = {
-            "model": {"kind": "synthetic", "dimension": self.dimension, "seed": self.seed},
-            # parameters equal to the rule's defaults are left to the schema, so that a setting of
-            # aggregation.rule brings the new rule's defaults rather than the old rule's
-            "aggregation": {"rule": self.rule, **({} if dict(self.rule_params) == default_rule_params(self.rule) else dict(self.rule_params))},
-            "reputation": {} if self.ledger else {"enabled": False},
-            "timing": dump_settings(self.timing),
-        }
-        for text in self.genesis_settings:
-            if text.strip().startswith("model."):
-                raise ConfigError(f"{text}: the simulator's updates are synthetic, of length dimension (qora-sim --model-dim)")
-        fragment = apply_settings(fragment, self.genesis_settings)
-        return genesis_from_fragment(fragment, f"sim-{self.seed}", members, "qora-sim genesis")
-
-    @property
-    def byzantine_members(self) -> tuple[int, ...]:
-        """Byzantine members are drawn from the seed."""
-        rng = random.Random(f"{self.seed}/byzantine")
-        return tuple(sorted(rng.sample(range(self.nodes), self.byzantine)))
-
-    def strategy_of(self, member: int) -> str:
-        if self.strategy != "mixed":
-            return self.strategy
-        return STRATEGIES[self.byzantine_members.index(member) % len(STRATEGIES)]
-
-
-@dataclass
-class RoundStats:
-    committed_by: int = 0
-    hash: str = ""
-    views: list[int] = field(default_factory=list)
-    first_commit_ms: int = 0
-    last_commit_ms: int = 0
-
-
-@dataclass
-class SimResult:
-    config: SimConfig
-    committed: dict[int, int]  # member -> rounds committed
-    rounds: dict[int, RoundStats]
-    violations: list[str]
-    trace_hash: str
-    sim_ms: int
-    wall_s: float
-    messages: Counter[str]
-    bytes_received: dict[int, int]  # member -> bytes received
-    bytes_by_kind: Counter[str]  # bytes received by honest members, per message type
-    bans: dict[int, list[int]]  # round -> members banned or proven at its commit (first honest view)
-    penalties: int
-    events: Counter[str]
-    commit_times: dict[int, list[tuple[int, int]]]  # honest member -> (round, sim ms) per commit
-    proven_at: dict[int, dict[int, int]]  # honest member -> culprit -> round its proof committed
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations
-
-    @property
-    def safe(self) -> bool:
-        """No safety violation (liveness failures aside)."""
-        return not any(not violation.startswith("liveness") for violation in self.violations)
+STALL_CHECK_MS = 1_000  # how often the loop asks whether an honest member stalled past the bound
 
 
 class _Node:
     """One simulated member: its core, its durable store (the real one, in memory) and its role."""
 
-    def __init__(self, index: int, identity: Identity, store: Store, strategy: str | None, misbehaviour: Misbehaviour | None) -> None:
+    def __init__(self, index: int, identity: Identity, store: MeasuredStore, strategy: str | None, misbehaviour: Misbehaviour | None) -> None:
         self.index, self.identity, self.store, self.strategy = index, identity, store, strategy
         self.misbehaviour = misbehaviour
+        self.adversary: Adversary | None = None
+        self.world: World | None = None  # the adversary's, when it has one
+        self.driven = True  # the simulator drives its core (not: an adversary without one)
         self.core: NodeCore  # set by the simulation right after
         self.state: AgreedState  # the last committed state, as the checkers see it
         self.alive = True
@@ -228,6 +129,8 @@ class _Effects:
         simulation.messages[type(effect.message).__name__] += 1
         simulation._transmit(self.node.index, effect.peer, data)
         self._sent(data)
+        if simulation.observers:
+            simulation._observe(self.node.index, (effect.peer,), effect.message, data)
 
     def broadcast(self, effect: Broadcast) -> None:
         simulation = self.simulation
@@ -236,6 +139,9 @@ class _Effects:
         for peer in range(simulation.config.nodes):
             simulation._transmit(self.node.index, peer, data)
         self._sent(data)
+        if simulation.observers:
+            index = self.node.index
+            simulation._observe(index, tuple(peer for peer in range(simulation.config.nodes) if peer != index), effect.message, data)
 
     def _sent(self, data: bytes) -> None:
         if self.node.misbehaviour is not None:
@@ -249,6 +155,7 @@ class _Effects:
         except DoubleSignError as error:
             refused = str(error)
         self.simulation.checkers.signed(node.index, effect.slot, effect.content, refused)
+        self.simulation._check_storage(node)
 
     def train(self, effect: Train) -> None:
         simulation = self.simulation
@@ -268,15 +175,22 @@ class _Effects:
         node.store.install(list(effect.records), effect.state)
         if index not in simulation.byzantine and effect.state.round >= simulation.config.rounds > node.state.round:
             simulation.finished += 1
+        waiting = node.state.round < simulation.config.rounds
         node.state = effect.state
         for record in effect.records:
             simulation.checkers.certificate(index, record)
             simulation.checkers.agreement(index, record.value.round, record.value.id(simulation.genesis.hash), None)
+        simulation.checkers.honest_bans(index, effect.state)
+        if waiting:
+            simulation.checkers.progress(index, simulation.now)
+        simulation._check_storage(node)
 
     def event(self, effect: Event) -> None:
         simulation = self.simulation
         simulation.events[effect.kind] += 1
         simulation.trace.update(f"e/{simulation.now}/{self.node.index}/{effect.kind}".encode())
+        if effect.kind == "round_started" and self.node.index not in simulation.byzantine:
+            simulation.round_started.setdefault(effect.fields["round"], simulation.now)
 
     def penalize(self, effect: Penalize) -> None:
         self.simulation.penalties += 1
@@ -285,13 +199,19 @@ class _Effects:
 class Simulation:
     """A configured run; `run` executes it and returns a `SimResult`."""
 
-    def __init__(self, config: SimConfig, on_round: Callable[[int, RoundStats], None] | None = None) -> None:
+    def __init__(self, config: SimConfig, on_round: Callable[[int, RoundStats], None] | None = None, adversaries: Mapping[int, Adversary] | None = None) -> None:
+        """``adversaries`` drive Byzantine members by object (over `SimConfig.adversary`); such a
+        run replays only with the same objects."""
         if not 1 <= config.nodes <= MEMBERS_MAX or not 0 <= config.byzantine < config.nodes:
             raise QoraError(f"need 1..{MEMBERS_MAX} nodes and 0..nodes-1 Byzantine, got {config.nodes}, {config.byzantine}")
-        if config.faults not in FAULT_PROFILES:
-            raise QoraError(f"unknown fault profile {config.faults!r}; known: {', '.join(FAULT_PROFILES)}")
+        if config.faults not in ALL_FAULT_PROFILES:
+            raise QoraError(f"unknown fault profile {config.faults!r}; known: {', '.join(ALL_FAULT_PROFILES)}")
         if config.strategy != "mixed" and config.strategy not in STRATEGIES:
             raise QoraError(f"unknown strategy {config.strategy!r}; known: mixed, {', '.join(STRATEGIES)}")
+        if config.adversary not in ("", "mixed", *ADVERSARIES):
+            raise QoraError(f"unknown adversary {config.adversary!r}; known: mixed, {', '.join(ADVERSARIES)}")
+        if adversaries and not set(adversaries) <= set(config.byzantine_members):
+            raise QoraError(f"adversaries drive Byzantine members only ({list(config.byzantine_members)}), not {sorted(adversaries)}")
         self.config = config
         self.on_round = on_round
         self.rng = random.Random(f"{config.seed}/network")
@@ -300,7 +220,7 @@ class Simulation:
         self.genesis = config.build_genesis(members)
         self.limits = Limits(config.nodes, config.dimension)
         self.byzantine = set(config.byzantine_members)
-        self.links, self.faults = FAULT_PROFILES[config.faults](config, random.Random(f"{config.seed}/faults"))
+        self.links, self.faults = ALL_FAULT_PROFILES[config.faults](config, random.Random(f"{config.seed}/faults"))
         if config.schedule is not None:
             self.faults = sorted(config.schedule, key=lambda fault: fault.at_ms)
         self.partition: set[int] = set()
@@ -313,7 +233,9 @@ class Simulation:
         self.compute_cache: dict[bytes, RoundResult | QoraError] = {}
         self.encode_cache: dict[int, tuple[Message, bytes]] = {}
         self.checkers = Checkers(self.genesis, self.byzantine, self._verify)
+        self.checkers.stable_ms = max((fault.at_ms for fault in self.faults), default=0)
         self.violations = self.checkers.violations  # the run stops at the first one
+        self.round_started: dict[int, int] = {}  # round -> when the first honest member started it
         self.round_stats: dict[int, RoundStats] = {}
         self.messages: Counter[str] = Counter()
         self.bytes_received: dict[int, int] = dict.fromkeys(range(config.nodes), 0)
@@ -326,16 +248,29 @@ class Simulation:
         self.proven_at: dict[int, dict[int, int]] = {}
         state = genesis_state(self.genesis)
         self.nodes = []
+        coalition: dict[Any, Any] = {}
         for index, identity in enumerate(self.identities):
-            strategy = config.strategy_of(index) if index in self.byzantine else None
+            adversary = self._adversary(index, adversaries or {})
+            strategy = config.strategy_of(index) if index in self.byzantine and adversary is None else None
             misbehaviour = None
             if strategy in PROTOCOL_BEHAVIOURS:
                 misbehaviour = Misbehaviour(strategy, identity, self.genesis.hash, index, config.nodes, self.rng)
-            node = _Node(index, identity, Store.in_memory(self.genesis, identity.public_key), strategy, misbehaviour)
+            node = _Node(index, identity, MeasuredStore.in_memory(self.genesis, identity.public_key), strategy, misbehaviour)
             node.state = state
             node.core = self._core(node, 0)
             node.effects = _Effects(self, node)
+            if adversary is not None:
+                rng = random.Random(f"{config.seed}/adversary/{index}")
+                node.adversary, node.driven = adversary, adversary.runs_core
+                node.world = World(self, index, self.identities, self.genesis, self.limits, config.byzantine_members, rng, coalition)
             self.nodes.append(node)
+        self.observers = [node for node in self.nodes if node.adversary is not None and node.adversary.observes]
+
+    def _adversary(self, index: int, given: Mapping[int, Adversary]) -> Adversary | None:
+        if index not in self.byzantine or index in given:
+            return given.get(index)
+        name = self.config.adversary_of(index)
+        return ADVERSARIES[name]() if name else None
 
     # ------------------------------------------------------------------------ plumbing
 
@@ -385,8 +320,14 @@ class Simulation:
     # ------------------------------------------------------------------------ effects
 
     def _run_effects(self, node: _Node) -> None:
-        misbehaviour = node.misbehaviour
+        if not node.driven:
+            return
+        misbehaviour, adversary = node.misbehaviour, node.adversary
         for effect in node.core.drain():
+            if adversary is not None:
+                for chosen in self._call_adversary(node, adversary.outgoing, effect) or ():
+                    self._effect(node, chosen)
+                continue
             for transformed in [effect] if misbehaviour is None else misbehaviour.apply(effect):
                 self._effect(node, transformed)
         deadline = node.core.next_deadline()
@@ -416,6 +357,47 @@ class Simulation:
             self.compute_cache[digest] = result
         return result
 
+    # ------------------------------------------------------------------------ adversaries
+
+    def _call_adversary(self, node: _Node, call: Callable[..., Any], *arguments: Any) -> Any:
+        """An adversary's method, with its world; its exception is a violation, not a crash."""
+        try:
+            return call(*arguments, node.world)
+        except Exception:
+            self.checkers.exception(node.index, self.now, f"{type(node.adversary).__name__}.{call.__name__}", traceback.format_exc(), adversary=True)
+            return None
+
+    def _observe(self, sender: int, receivers: tuple[int, ...], message: Message, data: bytes) -> None:
+        if sender in self.byzantine:
+            return
+        seen = Observed(sender, receivers, message, data, self.now)
+        for node in self.observers:
+            if node.alive and node.adversary is not None:
+                self._call_adversary(node, node.adversary.observe, seen)
+
+    def adversary_send(self, member: int, receiver: int, data: bytes, delay_ms: int) -> None:
+        self.messages["adversary"] += 1
+        if delay_ms:
+            self._push(self.now + delay_ms, "xmit", (member, receiver, data))
+        else:
+            self._transmit(member, receiver, data)
+
+    def adversary_wake(self, member: int, at_ms: int, tag: str) -> None:
+        self._push(at_ms, "wake", (member, tag))
+
+    def adversary_core(self, member: int) -> NodeCore | None:
+        node = self.nodes[member]
+        return node.core if node.driven and node.adversary is not None else None
+
+    def _check_storage(self, node: _Node) -> None:
+        """An honest member's store against `qora_p2p.sim.storage`'s bound."""
+        if node.index in self.byzantine:
+            return
+        rounds = node.state.round
+        started = self.round_started.get(rounds + 1, self.now)
+        views = 2 + (self.now - started) // self.genesis.timing.precommit_timeout_ms
+        self.checkers.storage(node.index, node.store.stored_bytes(), rounds, views)
+
     # ------------------------------------------------------------------------ synthetic workload
 
     def _payload(self, member: int, round_number: int, strategy: str | None) -> bytes:
@@ -437,6 +419,9 @@ class Simulation:
         if index in self.byzantine:
             return
         self.checkers.committed(index, previous, record, state)
+        if previous.round < self.config.rounds:  # a member that finished may wait for the others
+            self.checkers.progress(index, self.now)
+        self._check_storage(node)
         round_hash = value.id(self.genesis.hash)
         self.commit_times.setdefault(index, []).append((value.round, self.now))
         if state.ledger is not None:
@@ -463,6 +448,10 @@ class Simulation:
         if kind == "fault":
             self._fault(payload)
             return
+        if kind == "xmit":
+            if self.nodes[payload[0]].alive:
+                self._transmit(*payload)
+            return
         index = payload[1] if kind == "deliver" else payload[0]
         node = self.nodes[index]
         if not node.alive:
@@ -483,12 +472,18 @@ class Simulation:
                     message = decode(data, self.limits)
                 except MessageError:
                     self.penalties += 1
+                    if node.adversary is not None:
+                        self._call_adversary(node, node.adversary.delivered, sender, data, None)
                     return
                 if len(self.decode_cache) >= DECODE_CACHE_MAX:
                     self.decode_cache.clear()
                 self.decode_cache[data] = message
             if index not in self.byzantine:
                 self.bytes_by_kind[type(message).__name__] += len(data)
+            if node.adversary is not None:
+                self._call_adversary(node, node.adversary.delivered, sender, data, message)
+                if not node.driven:
+                    return
             node.core.receive(sender, message, self.now)
         elif kind == "trained":
             _, round_number = payload
@@ -499,6 +494,8 @@ class Simulation:
                 node.core.compute_failed(request, str(result), self.now)
             else:
                 node.core.computed(request, result, self.now)
+        elif kind == "wake" and node.adversary is not None:
+            self._call_adversary(node, node.adversary.wake, payload[1])
         self._run_effects(node)
 
     def _fault(self, fault: Fault) -> None:
@@ -510,8 +507,10 @@ class Simulation:
         elif fault.kind == "restart":
             for member in fault.members:
                 node = self.nodes[member]
-                node.core = self._core(node, self.now)
                 node.alive = True
+                if not node.driven:
+                    continue
+                node.core = self._core(node, self.now)
                 self._run_effects(node)
                 for peer in range(self.config.nodes):
                     self._transmit(member, peer, self._encode(node.core.hello()))
@@ -520,7 +519,7 @@ class Simulation:
         elif fault.kind == "heal":
             self.partition = set()
             for node in self.nodes:
-                if node.alive:
+                if node.alive and node.driven:
                     for peer in range(self.config.nodes):
                         self._transmit(node.index, peer, self._encode(node.core.hello()))
         elif fault.kind == "calm":
@@ -537,19 +536,32 @@ class Simulation:
             self._push(fault.at_ms, "fault", fault)
         for node in self.nodes:
             self._run_effects(node)
+        for node in self.nodes:
+            if node.adversary is not None:
+                self._call_adversary(node, node.adversary.start)
         limit = (self.config.rounds + 2) * SIM_TIME_PER_ROUND_MS
+        stall_check = STALL_CHECK_MS
         while self.queue and not self._done() and not self.violations:
             at, _, kind, payload = heapq.heappop(self.queue)
             if at > limit:
                 break
+            if at >= stall_check:  # no event of its own: runs that never stall are unchanged
+                stall_check = at + STALL_CHECK_MS
+                waiting = [node.index for node in self.nodes if node.index not in self.byzantine and node.state.round < self.config.rounds]
+                self.checkers.stalled(at, waiting)
             self.now = at
             if kind == "deliver":
                 # CRC-32 identifies the bytes well enough for a trace and costs far less than SHA-256.
                 self.trace.update(f"d/{at}/{payload[0]}/{payload[1]}/{zlib.crc32(payload[2])}".encode())
             else:
                 self.trace.update(f"{kind[0]}/{at}/{payload[0] if kind != 'fault' else ''}".encode())
-            self._handle(kind, payload)
+            try:
+                self._handle(kind, payload)
+            except Exception:
+                member = None if kind == "fault" else payload[1] if kind == "deliver" else payload[0]
+                self.checkers.exception(member, at, kind, traceback.format_exc())
         for node in self.nodes:
+            self._check_stored(node)
             node.store.close()
         committed = {node.index: node.state.round for node in self.nodes}
         self.checkers.liveness(committed, self.config.rounds)
@@ -571,7 +583,17 @@ class Simulation:
             self.proven_at,
         )
 
+    def _check_stored(self, node: _Node) -> None:
+        """At the end: an honest member's whole store, its chain and its size."""
+        if node.index in self.byzantine:
+            return
+        try:
+            self.checkers.stored(node.index, list(node.store.records()))
+        except QoraError as error:
+            self.violations.append(f"stored chain: member {node.index}'s store is unreadable: {error}")
+        self._check_storage(node)
 
-def run_simulation(config: SimConfig, on_round: Callable[[int, RoundStats], None] | None = None) -> SimResult:
+
+def run_simulation(config: SimConfig, on_round: Callable[[int, RoundStats], None] | None = None, adversaries: Mapping[int, Adversary] | None = None) -> SimResult:
     """Build and run one simulation."""
-    return Simulation(config, on_round).run()
+    return Simulation(config, on_round, adversaries).run()

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qora_p2p.sim import FAULT_PROFILES, STRATEGIES, Fault, SimConfig, run_simulation
+from qora_p2p.sim import FAULT_PROFILES, STRATEGIES, Fault, SimConfig, Simulation, run_simulation
+from qora_p2p.sim.faults import STALL_MS
 
 SMALL = [(4, 1), (5, 1), (7, 2)]
 
@@ -158,3 +159,28 @@ def test_a_certificate_adopted_over_an_equivocators_nil_keeps_every_signature(se
     config = SimConfig(nodes=4, byzantine=1, rounds=4, seed=seed, dimension=16, faults=faults, strategy="conflicting_votes")
     result = run_simulation(config)
     assert result.ok, describe(config, result)
+
+
+def test_an_exception_in_a_core_is_a_violation_naming_member_time_and_traceback():
+    """A core that raises does not kill the run: the simulator records where and stops there."""
+    simulation = Simulation(SimConfig(nodes=4, byzantine=0, rounds=2, seed=3, dimension=16))
+
+    def broken(round_number, payload, now_ms):
+        raise RuntimeError(f"broken core in round {round_number}")
+
+    simulation.nodes[2].core.submit_update = broken  # type: ignore[method-assign]
+    result = simulation.run()
+    assert len([v for v in result.violations if v.startswith("exception")]) == 1, result.violations
+    first = result.violations[0]
+    assert first.startswith("exception: member 2 at ") and "handling trained" in first and "RuntimeError: broken core in round 1" in first
+
+
+@pytest.mark.parametrize(("nodes", "byzantine", "strategy", "seed"), [(4, 0, "mixed", 0), (7, 0, "mixed", 1), (10, 0, "mixed", 2), (7, 2, "silent", 3), (10, 3, "withhold_votes", 4)])
+def test_a_long_stall_without_a_quorum_anywhere_heals_and_every_member_commits_again(nodes, byzantine, strategy, seed):
+    """Two halves, neither a quorum, for 40 s (views climb to the timeout cap, message budget
+    windows pass): after the heal every honest member commits within the progress bound, with
+    or without Byzantine members."""
+    config = SimConfig(nodes=nodes, byzantine=byzantine, rounds=4, seed=seed, dimension=16, faults="stall", strategy=strategy)
+    result = run_simulation(config)
+    assert result.ok, describe(config, result)
+    assert result.sim_ms > STALL_MS, "the run went through the stall"
