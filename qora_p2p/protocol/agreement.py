@@ -363,7 +363,9 @@ class Agreement:
             if view != self.consensus.view:
                 continue
             if len(updates.held) < self.core.genesis.inputs_min:
-                fetching = {wanted[0] for wanted in updates.fetching}
+                # Senders with a fetch by sender in flight; a fetch by digest (a value's input,
+                # perhaps a bogus one) must not hold back fetching that sender's update by sender.
+                fetching = {sender for sender, digest in updates.fetching if digest == NIL}
                 for sender in sorted(self.round.contributors - set(updates.held) - fetching):
                     updates.fetch_from_holders(sender, now_ms)
                 continue

@@ -51,6 +51,7 @@ class CatchUp:
         self.pending: int | None = None  # a peer to ask once the deadline passes
         self.asked: dict[int, int] = {}  # peer -> when we asked it; only their responses are read
         self.ahead: dict[int, int] = {}  # peer -> when it last showed it is past our round (at most n)
+        self.served_at: dict[int, int] = {}  # peer -> when we last answered its sync request (at most n)
 
     def earliest(self, deadline: int, now_ms: int) -> int:
         """``deadline``, or the held-back request's moment if that is earlier."""
@@ -108,12 +109,17 @@ class CatchUp:
                 self.core.emit(Send(peer, record))
                 return
 
-    def serve(self, peer: int, request: SyncRequest) -> None:
+    def serve(self, peer: int, request: SyncRequest, now_ms: int) -> None:
         """Answer a sync request: the records asked for or, when those do not reach our head and
         the peer wants state, our newest records and the state after them (so a member catches
-        up from any distance in one response), within the peer's served-bytes budget."""
+        up from any distance in one response), within the peer's served-bytes budget and at most
+        twice per `SYNC_RETRY_MS` (an honest member asks one peer at a time, once per interval)."""
         if not self.records:
             return
+        last = self.served_at.get(peer)
+        if last is not None and now_ms < last + SYNC_RETRY_MS // 2:
+            return
+        self.served_at[peer] = now_ms
         core = self.core
         state = core.state
         wanted = [record for record in self.records if request.first <= record.value.round < request.first + request.count]

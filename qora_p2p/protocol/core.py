@@ -548,7 +548,7 @@ class NodeCore:
             self.catchup.help_behind(peer, hello.round)
 
     def _on_sync_request(self, peer: int, request: SyncRequest, now_ms: int) -> None:
-        self.catchup.serve(peer, request)
+        self.catchup.serve(peer, request, now_ms)
 
     def _on_sync_response(self, peer: int, response: SyncResponse, now_ms: int) -> None:
         self.catchup.on_response(peer, response, now_ms)

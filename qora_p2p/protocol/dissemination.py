@@ -8,7 +8,7 @@ already held, a payload the fixed-point decoder accepts, correct signature; size
 checked by the codec). A validly signed payload that `compute_round` would refuse (int32 -2^31)
 is the sender's fault, penalised at admission, never a failure of every value listing it. Two valid updates
 from one sender are equivocation evidence (`qora_p2p.protocol.evidence`); at most
-`UPDATES_PER_SENDER_MAX` are kept per sender.
+`UPDATES_PER_SENDER_MAX` are kept per sender, plus any further version a value we validate names.
 
 Members announce what they hold as a bitmap of senders (gossip, when a round stalls). A missing
 update is fetched by digest once a proposal names it (until then the author's own send is
@@ -73,7 +73,10 @@ class Dissemination:
         """Keep a validated update (ours or a peer's); a second one from a sender is evidence."""
         assert update.sender in self.round.contributors and update.round == self.round.number, "only validated updates are stored"
         held = self.held.setdefault(update.sender, {})
-        if len(held) >= UPDATES_PER_SENDER_MAX:
+        if len(held) >= UPDATES_PER_SENDER_MAX and (update.sender, update.digest) not in self.round.agreement.missing_inputs():
+            # Two versions prove equivocation; a further one is kept only if a value we validate
+            # names it (members keep different pairs of a member that signs many versions, and
+            # the proposer's choice must still be checkable): bounded by the values kept.
             return
         if held:
             other = next(iter(held.values()))

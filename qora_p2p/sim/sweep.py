@@ -58,28 +58,7 @@ class KnownFailure:
     nodes_max: int = NODES_MAX  # largest N of a sweep run with this adversary
 
 
-KNOWN_FAILURES = (
-    KnownFailure(
-        "stripped_history",
-        ("certificate:", "stored chain:"),
-        "catch-up stores the earlier records of a sync response without checking their certificates",
-        "tests/sim/test_adversaries.py::test_stripped_catch_up_history_is_never_stored",
-        STALLING_NODES_MAX,
-    ),
-    KnownFailure(
-        "update_versions",
-        ("liveness",),
-        "more than two versions of an update per round leave members with pairs no proposer's value validates against",
-        "tests/sim/test_adversaries.py::test_more_than_two_versions_of_an_update_cannot_stop_a_round",
-        STALLING_NODES_MAX,
-    ),
-    KnownFailure(
-        "bogus_digests",
-        ("liveness",),
-        "after a partition, fetches of a bogus value's digests keep honest proposers from fetching missing updates by sender",
-        "tests/sim/test_adversaries.py::test_bogus_digests_after_a_partition_cannot_stop_a_round",
-    ),
-)
+KNOWN_FAILURES: tuple[KnownFailure, ...] = ()  # none open: stripped_history, update_versions and bogus_digests are fixed
 
 
 def _nodes(rng: random.Random, nodes_max: int) -> int:

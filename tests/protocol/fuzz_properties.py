@@ -94,7 +94,7 @@ def table_bounds(core: NodeCore) -> list[tuple[str, int, int]]:
         ("consensus.validity", len(consensus.validity), 3 * (consensus.view + 1 + VIEWS_AHEAD_MAX)),
         ("consensus.requested", len(consensus.requested), 2 * (consensus.view + 1 + VIEWS_AHEAD_MAX)),
         ("updates.held", len(updates.held), len(current.contributors)),
-        ("updates.held[sender]", most_per_sender, UPDATES_PER_SENDER_MAX),
+        ("updates.held[sender]", most_per_sender, UPDATES_PER_SENDER_MAX + VALUES_HELD_MAX),  # more only as named by kept values
         ("updates.holders", len(updates.holders), n - 1),
         # Each value held names at most n inputs; plus one fetch by sender per member. (Not so
         # today: fetches outlive their values, a known finding.)

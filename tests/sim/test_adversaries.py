@@ -9,7 +9,7 @@ from qora_p2p.protocol.limits import SYNC_RETRY_MS
 from qora_p2p.sim import ADVERSARIES, SimConfig, Simulation, replay_command
 
 CONFIGS = [(4, 1, "none", 0), (7, 2, "crash", 1), (10, 3, "chaos", 2), (7, 2, "stall", 3)]
-BREAKS = {"stripped_history", "update_versions"}  # protocol bugs: see the xfails below (and bogus_digests')
+BREAKS: set[str] = set()  # adversaries that still break the protocol (none: each has a regression test below)
 
 
 def describe(config, result):
@@ -105,18 +105,6 @@ def test_stripped_catch_up_history_reaches_a_laggard():
     assert sum(adversary.stripped for adversary in adversaries) >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "protocol bug: catch-up stores the earlier records of a sync response without checking their "
-        "certificates. CatchUp.install verifies only the last record's certificate and that the others link "
-        "to it, then emits Installed with all of them, so a responder can strip (or forge) their signatures: "
-        "the laggard stores, and later serves, records that fail Record.verify (checker: 'certificate: round 2: "
-        "member 0 stored a record that does not verify: certificate has 0 signatures, a quorum is 7'). "
-        "Replay: qora-sim --nodes 10 --byzantine 3 --rounds 4 --seed 0 --model-dim 16 --faults chaos --adversary stripped_history"
-    ),
-)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_stripped_catch_up_history_is_never_stored(seed):
     """Every record a laggard installs from a stripped response must verify on its own."""
@@ -124,19 +112,6 @@ def test_stripped_catch_up_history_is_never_stored(seed):
     assert result.ok, describe(config, result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "protocol bug: a member that signs more than two updates of a round (two for each member, different "
-        "for each) stops the round for good, with n = 4 and one Byzantine member already. Each member keeps the first two "
-        "it receives (UPDATES_PER_SENDER_MAX), a proposer lists the lowest digest of its own two, and a validator "
-        "holding two others fetches it but Dissemination.store drops a third, so no value validates in any view; "
-        "the equivocator's ban needs a commit (checker: 'liveness after stabilisation: member 0 made no progress "
-        "from 0 to 55000 ms'). Replay: qora-sim --nodes 4 --byzantine 1 --rounds 4 --seed 0 --model-dim 16 "
-        "--faults none --adversary update_versions"
-    ),
-)
 @pytest.mark.parametrize(("nodes", "byzantine", "faults", "seed"), [(4, 1, "none", 0), (7, 2, "partition", 1), (5, 1, "stall", 2)])
 def test_more_than_two_versions_of_an_update_cannot_stop_a_round(nodes, byzantine, faults, seed):
     """An equivocator's many versions must cost it its ban, never the honest members their round."""
@@ -144,21 +119,6 @@ def test_more_than_two_versions_of_an_update_cannot_stop_a_round(nodes, byzantin
     assert result.ok, describe(config, result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "protocol bug: after a partition during dissemination, a Byzantine proposer whose values list a bogus "
-        "digest for every sender stops the round for good (n = 6, f = 1, the stall profile). Each honest member "
-        "lacks updates broadcast during the partition and, as proposer, fetches by sender from announcers only "
-        "senders with no fetch in flight (Agreement.progress: fetching = {wanted[0] for wanted in "
-        "updates.fetching}); the bogus value keeps a never-answered fetch in flight for every sender (retried "
-        "every FETCH_RETRY_MS), so no honest member reaches n - f updates or builds a value, and every view "
-        "times out (checker: 'liveness after stabilisation: member 0 made no progress from 40256 to 95000 ms'). "
-        "Replay: qora-sim --nodes 6 --byzantine 1 --rounds 3 --seed 6106 --model-dim 32 --faults stall "
-        "--strategy mixed --rule median --adversary bogus_digests"
-    ),
-)
 @pytest.mark.parametrize("seed", [10, 28])
 def test_bogus_digests_after_a_partition_cannot_stop_a_round(seed):
     """Missing updates must still be fetched by sender while a bogus value's digests are fetched in vain."""
@@ -166,17 +126,6 @@ def test_bogus_digests_after_a_partition_cannot_stop_a_round(seed):
     assert result.ok, describe(config, result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "protocol weakness (README: 'time- and byte-aware limits on fetch and sync traffic' are open): a member "
-        "answers every SyncRequest with a full SyncResponse (records and the state snapshot), limited only by "
-        "the 4096-messages-per-10-s budget, so one member asking ten times a second gets ten responses a second "
-        "from every honest member (up to 409 a second would be answered), each hundreds of times its request in "
-        "bytes; an honest member asks at most once per SYNC_RETRY_MS"
-    ),
-)
 def test_sync_requests_are_not_answered_faster_than_an_honest_member_asks():
     """No honest member answers one peer's sync requests more than twice per SYNC_RETRY_MS."""
     config, result, adversaries = run("flood_sync", 7, 2, "none", 7, rounds=6)
