@@ -46,9 +46,21 @@ def test_four_nodes_commit_identical_chains_and_stop_cleanly(cluster):
     for index in range(4):
         assert cluster.wait_exit(index, DEADLINE_S) == 0, cluster.log_path(index).read_text()[-2000:]
     _identical_prefixes(cluster, [0, 1, 2, 3], 6)
-    lines = cluster.events(0, "round_committed")
-    assert [line["round"] for line in lines] == [1, 2, 3, 4, 5, 6]
-    assert all(line["inputs"] >= 3 for line in lines)
+    committed_by: dict[int, list[int]] = {}
+    for index in range(4):
+        # A member the others outpace (a slow machine) installs rounds by catch-up instead: every
+        # round is still accounted for, in order, by one of the two lines.
+        reached = []
+        for line in cluster.events(index):
+            if line.get("event") == "round_committed":
+                assert line["inputs"] >= 3, line
+                reached.append(line["round"])
+                committed_by.setdefault(line["round"], []).append(index)
+            elif line.get("event") == "caught_up":
+                reached.extend(range(line["round"] - line["records"] + 1, line["round"] + 1))
+        assert reached[:6] == [1, 2, 3, 4, 5, 6], (index, reached, cluster.log_path(index).read_text()[-2000:])
+    # Each round was committed in the normal path (from its own 2f+1 precommits) by most members.
+    assert all(len(committed_by.get(number, [])) >= 2 for number in range(1, 7)), committed_by
     for index in range(4):
         (ended,) = cluster.events(index, "abstain_ended")
         assert ended["claimed_round"] == 1 and ended["committed"] == 0, ended
