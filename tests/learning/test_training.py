@@ -34,9 +34,54 @@ def test_worker_momentum_is_an_average_of_deltas():
 
 @pytest.mark.parametrize(
     "settings",
-    [{"epochs": 0}, {"batch_size": 0}, {"learning_rate": 0.0}, {"momentum": 1.0}, {"update_momentum": -0.1}],
+    [{"epochs": 0}, {"steps": -1}, {"batch_size": 0}, {"learning_rate": 0.0}, {"momentum": 1.0}, {"update_momentum": -0.1}],
 )
 def test_bad_training_settings_are_rejected(settings):
     """Out-of-range settings raise LearningError at construction."""
     with pytest.raises(LearningError):
         TrainingConfig(**settings)
+
+
+class _CountingModel:
+    """A model stand-in that records the size of every minibatch it is asked about."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def loss_and_gradient(self, params, features, labels):
+        self.batches.append(labels.size)
+        return 0.0, np.ones_like(params)
+
+
+@pytest.mark.parametrize(("samples", "steps", "expected"), [(1000, 10, [32] * 10), (50, 4, [32, 18, 32, 18]), (5, 3, [5, 5, 5])])
+def test_fixed_steps_do_the_same_work_whatever_the_shard_size(samples, steps, expected):
+    """With ``steps`` set, a member runs exactly that many minibatches: a large shard stops part-way
+    through a pass, a small one starts new passes, and one smaller than a batch gives whole-shard batches."""
+    model = _CountingModel()
+    features, labels = np.zeros((samples, 2)), np.zeros(samples, dtype=np.int64)
+    train_local(model, np.zeros(3), features, labels, TrainingConfig(steps=steps), np.random.default_rng(0))  # type: ignore[arg-type]
+    assert model.batches == expected
+
+
+def test_epochs_pass_over_the_whole_shard_when_steps_is_unset():
+    """Without ``steps``, two epochs over 70 samples in batches of 32 are 2 x (32, 32, 6)."""
+    model = _CountingModel()
+    train_local(model, np.zeros(3), np.zeros((70, 2)), np.zeros(70, dtype=np.int64), TrainingConfig(epochs=2), np.random.default_rng(0))  # type: ignore[arg-type]
+    assert model.batches == [32, 32, 6, 32, 32, 6]
+
+
+def test_fixed_steps_make_update_size_independent_of_shard_size():
+    """The point of ``steps``: on the same data, a shard 20 times larger gives an update of about the
+    same norm with fixed steps, and a far larger one with fixed epochs."""
+    data = load_dataset("digits")
+    model = build_model("logistic", data.features, data.classes)
+    start = model.initial(0)
+
+    def norm(count: int, config: TrainingConfig) -> float:
+        params = train_local(model, start, data.train_features[:count], data.train_labels[:count], config, np.random.default_rng(0))
+        return float(np.linalg.norm(params - start))
+
+    by_epochs = norm(1000, TrainingConfig(epochs=1)) / norm(50, TrainingConfig(epochs=1))
+    by_steps = norm(1000, TrainingConfig(steps=4)) / norm(50, TrainingConfig(steps=4))
+    assert by_epochs > 3
+    assert 0.5 < by_steps < 2
