@@ -62,6 +62,7 @@ from qora_p2p.errors import (
     StoreError,
 )
 from qora_p2p.identity import public_key_hex, read_key_file
+from qora_p2p.learning.training import TrainingConfig
 from qora_p2p.node.driver import Node, NodeSettings
 from qora_p2p.node.inspect import inspect_chain
 from qora_p2p.node.store import Store
@@ -69,6 +70,9 @@ from qora_p2p.node.workload import build_workload
 from qora_p2p.protocol.genesis import load_genesis
 from qora_p2p.testnet.plugins import member_hooks
 from qora_p2p.testnet.profile import Profile, load_profile, with_overrides
+
+# Every local SGD setting has a flag of the same name (``--batch-size`` for batch_size).
+TRAINING_FLAGS = tuple(TrainingConfig.__dataclass_fields__)
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -140,8 +144,12 @@ def run_parser() -> argparse.ArgumentParser:
     work.add_argument("--alpha", type=float, help="Dirichlet concentration (default 0.5)")
     work.add_argument("--data-seed", type=int, help="seed of the split and of local training (default 0)")
     work.add_argument("--epochs", type=int, help="local epochs per round (default 2)")
+    work.add_argument("--steps", type=int, help="local minibatch steps per round, whatever the shard size (default 0: use --epochs)")
     work.add_argument("--learning-rate", type=float, help="local SGD step (default 0.1)")
     work.add_argument("--batch-size", type=int, help="local minibatch (default 32)")
+    work.add_argument("--momentum", type=float, help="local heavy-ball momentum (default 0.9)")
+    work.add_argument("--weight-decay", type=float, help="local L2 weight decay (default 0)")
+    work.add_argument("--update-momentum", type=float, help="worker momentum of the sent update (default 0)")
     test = top.add_argument_group("test networks only")
     test.add_argument("--attack", help="a learning attack (see nodes/ and qora_p2p.learning.attacks)")
     test.add_argument("--colluder-members", type=_members, help="the attack's coalition, member indices (e.g. 1,4,7): their updates are not honest")
@@ -170,7 +178,7 @@ def _profile(args: argparse.Namespace) -> Profile:
         data_seed=args.data_seed,
         attack=args.attack,
         colluder_members=args.colluder_members,
-        training={"epochs": args.epochs, "learning_rate": args.learning_rate, "batch_size": args.batch_size},
+        training={name: getattr(args, name) for name in TRAINING_FLAGS},
     )
     if args.behaviour:
         from dataclasses import replace  # noqa: PLC0415

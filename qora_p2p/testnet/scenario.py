@@ -312,9 +312,9 @@ def coalitions(scenario: Scenario, roles: Mapping[int, str]) -> dict[int, tuple[
 def _node_args(scenario: Scenario, role: str, fault_file: Path, coalition: tuple[int, ...] = ()) -> list[str]:
     workload = scenario.workload
     args = ["--data-seed", str(workload.get("data_seed", scenario.seed)), "--fault-file", str(fault_file)]
-    for key, flag in (("dataset", "--dataset"), ("partition", "--partition"), ("alpha", "--alpha"), ("epochs", "--epochs"), ("learning_rate", "--learning-rate"), ("batch_size", "--batch-size")):
+    for key in ("dataset", "partition", "alpha", *TrainingConfig.__dataclass_fields__):  # every key the workload table accepts
         if key in workload:
-            args += [flag, str(workload[key])]
+            args += ["--" + key.replace("_", "-"), str(workload[key])]
     if role != "honest":
         args += ["--profile", str(scenario.profiles[role][0])]
     if coalition:

@@ -104,6 +104,18 @@ def test_learning_attackers_are_told_their_coalition():
     assert _profile(parsed).workload.colluder_members == alie
 
 
+def test_every_workload_training_key_reaches_the_nodes():
+    """A scenario's [workload] accepts every local SGD setting; each one is passed to the node
+    processes (a key accepted but dropped would silently run a different experiment)."""
+    training = {"epochs": 3, "steps": 7, "batch_size": 16, "learning_rate": 0.05, "momentum": 0.5, "weight_decay": 0.001, "update_momentum": 0.25}
+    document = {**BASE, "workload": {**BASE.get("workload", {}), **training}}
+    scenario = parse_scenario(document, ROOT / "scenarios" / "test.toml")
+    args = _node_args(scenario, "honest", Path("faults.json"))
+    parsed = run_parser().parse_args(["--peers", "p", "--key", "k", *args])
+    config = _profile(parsed).workload.training
+    assert {name: getattr(config, name) for name in training} == training
+
+
 def test_shipped_scenarios_keep_their_genesis():
     """Each shipped scenario, given the same members, hashes to the genesis its old spelling made."""
     assert sorted(path.stem for path in SHIPPED) == sorted(SHIPPED_GENESIS_HASHES)
