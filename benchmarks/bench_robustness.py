@@ -38,7 +38,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,7 @@ class Task:
     attack: str
     rule: str
     seed: int
+    steps: int = 0  # local minibatch steps per round; 0: TRAINING's epochs
 
     @property
     def cell(self) -> tuple[str, float, int, int, str, str]:
@@ -150,7 +151,7 @@ def configuration(task: Task) -> FederationConfig:
         partition="dirichlet",
         alpha=task.alpha,
         rounds=ROUNDS,
-        training=TRAINING,
+        training=replace(TRAINING, steps=task.steps),
         ledger=LedgerParams() if task.rule == "default" else None,
         seed=task.seed,
     )
@@ -186,19 +187,19 @@ def run_one(task: Task) -> dict[str, Any]:
     }
 
 
-def tasks(datasets: Sequence[str], alphas: Sequence[float], members: Sequence[int], fractions: Sequence[float], attacks: Sequence[str], rules: Sequence[str], seeds: Sequence[int]) -> list[Task]:
+def tasks(datasets: Sequence[str], alphas: Sequence[float], members: Sequence[int], fractions: Sequence[float], attacks: Sequence[str], rules: Sequence[str], seeds: Sequence[int], steps: int = 0) -> list[Task]:
     work: list[Task] = []
     for dataset in datasets:
         for alpha in alphas:
             for size in members:
-                work += [Task(dataset, alpha, size, 0, "none", "fedavg", seed) for seed in seeds]  # the reference
+                work += [Task(dataset, alpha, size, 0, "none", "fedavg", seed, steps) for seed in seeds]  # the reference
                 for fraction in fractions:
                     byzantine = round(fraction * size)
                     for rule in rules:
                         for attack in ("none",) if byzantine == 0 else attacks:
                             if rule == "fedavg" and byzantine == 0:
                                 continue  # the reference itself
-                            work += [Task(dataset, alpha, size, byzantine, attack, rule, seed) for seed in seeds]
+                            work += [Task(dataset, alpha, size, byzantine, attack, rule, seed, steps) for seed in seeds]
     return work
 
 
@@ -338,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fractions", default=",".join(map(str, FRACTIONS)), help="Byzantine fractions (default 0,0.1,0.2,0.3)")
     parser.add_argument("--attacks", default="all", help="comma-separated or 'all'")
     parser.add_argument("--rules", default=",".join(RULES_DEFAULT), help="comma-separated or 'all' (default: default,centered_clipping)")
+    parser.add_argument("--steps", type=int, default=0, help="local minibatch steps per round for every member (default 0: 2 epochs, as shipped)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     parser.add_argument("--json", action="store_true", help="print JSON (runs, cells, targets) instead of tables")
     args = parser.parse_args(argv)
@@ -356,9 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         attacks, rules = _names(args.attacks, ATTACKS, "attack", parser), _names(args.rules, RULES, "rule", parser)
         count = 5 if args.seeds is None else args.seeds
     seeds = SPLITS[args.split][:count]
-    if not seeds or args.workers < 1 or any(not 0 <= fraction < 1 / 3 for fraction in fractions):
+    if not seeds or args.workers < 1 or args.steps < 0 or any(not 0 <= fraction < 1 / 3 for fraction in fractions):
         parser.error("need at least one seed and worker, and Byzantine fractions in [0, 1/3]")
-    work = tasks(datasets, alphas, members, fractions, attacks, rules, seeds)
+    work = tasks(datasets, alphas, members, fractions, attacks, rules, seeds, args.steps)
     started = time.perf_counter()
     runs = []
     with ProcessPoolExecutor(args.workers) as pool:
@@ -370,9 +372,10 @@ def main(argv: list[str] | None = None) -> int:
     targets = check_targets(summary)
     seconds = time.perf_counter() - started
     if args.json:
-        emit_json({"benchmark": "robustness-v2", "machine": machine(), "split": args.split, "seeds": list(seeds), "rounds": ROUNDS, "seconds": seconds, "targets": [list(target) for target in targets], **summary, "runs": runs})
+        emit_json({"benchmark": "robustness-v2", "machine": machine(), "split": args.split, "steps": args.steps, "seeds": list(seeds), "rounds": ROUNDS, "seconds": seconds, "targets": [list(target) for target in targets], **summary, "runs": runs})
         return 0
-    print(f"machine: {machine()}; split {args.split} (seeds {', '.join(map(str, seeds))}); {len(work)} runs in {seconds:.0f} s")
+    work_per_round = f"{args.steps} local steps" if args.steps else f"{TRAINING.epochs} local epochs"
+    print(f"machine: {machine()}; split {args.split} (seeds {', '.join(map(str, seeds))}); {work_per_round}; {len(work)} runs in {seconds:.0f} s")
     print_summary(summary)
     print("\ntargets (issue 13), on the cells of this run:")
     print_table(["target", "measured", "met"], [[name, measured, "-" if met is None else ("yes" if met else "NO")] for name, measured, met in targets])
