@@ -14,7 +14,7 @@ Grid (each axis can be narrowed on the command line): datasets ``digits`` (650 p
 0.1; N = 10 and 20; Byzantine fractions 0, 0.1, 0.2, 0.3; every attack of the library; 30 rounds
 of logistic regression, local SGD (2 epochs, lr 0.1, momentum 0.9). Rules are told the true number
 of attackers ``b`` (``f = trim = b``; Bulyan, which needs n >= 4f + 3, gets f = 1). ``default`` is
-the configuration qora-p2p ships (`DEFAULT`): reputation-weighted centered clipping with the
+the configuration qora-p2p ships (`RULE_DEFAULT` and its `default_rule_params` in the genesis module, and `LedgerParams()`): reputation-weighted centered clipping with the
 ledger; ``centered_clipping`` is the same rule without the ledger, so every cell shows what the
 ledger adds or costs.
 
@@ -47,6 +47,7 @@ if __package__ in (None, ""):
 
 from benchmarks.common import emit_json, machine, print_table
 from qora_p2p.learning import FederationConfig, TrainingConfig, run_federation
+from qora_p2p.protocol.genesis import RULE_DEFAULT, default_rule_params
 from qora_p2p.protocol.ledger import ONE, LedgerParams
 
 SPLITS = {"tune": (0, 1, 2, 3, 4), "heldout": (100, 101, 102, 103, 104)}
@@ -92,8 +93,9 @@ RULES = (
 RULES_DEFAULT = ("default", "centered_clipping")
 TRAINING = TrainingConfig(epochs=2, learning_rate=0.1, momentum=0.9)
 ROUNDS = 30
-CLIPPING = {"tau_scale": 1.0, "center": "previous"}
-DEFAULT_RULE, DEFAULT_PARAMS = "centered_clipping", CLIPPING  # what the project ships, with the ledger
+# What the project ships (a genesis that names no rule), with the ledger: one definition, the genesis'.
+DEFAULT_RULE, DEFAULT_PARAMS = RULE_DEFAULT, default_rule_params(RULE_DEFAULT)
+CLIPPING = default_rule_params("centered_clipping")
 NEAR_ZERO_WEIGHT = 0.01  # of an established member's weight (reputation 1)
 QUICK_DATASETS, QUICK_ALPHAS, QUICK_MEMBERS, QUICK_FRACTIONS = ("digits", "breast_cancer"), (0.5, 0.3), (10,), (0.0, 0.3)
 QUICK_ATTACKS = ("sign_flip", "alie", "ipm", "fang", "min_max", "backdoor", "stale")
