@@ -14,9 +14,11 @@ Grid (each axis can be narrowed on the command line): datasets ``digits`` (650 p
 0.1; N = 10 and 20; Byzantine fractions 0, 0.1, 0.2, 0.3; every attack of the library; 30 rounds
 of logistic regression, local SGD (2 epochs, lr 0.1, momentum 0.9). Rules are told the true number
 of attackers ``b`` (``f = trim = b``; Bulyan, which needs n >= 4f + 3, gets f = 1). ``default`` is
-the configuration qora-p2p ships (`RULE_DEFAULT` and its `default_rule_params` in the genesis module, and `LedgerParams()`): reputation-weighted centered clipping with the
+the configuration qora-p2p ships (the genesis module's `RULE_DEFAULT` with its
+`default_rule_params`, and `LedgerParams()`): reputation-weighted centered clipping with the
 ledger; ``centered_clipping`` is the same rule without the ledger, so every cell shows what the
-ledger adds or costs.
+ledger adds or costs. ``--steps K`` runs every member with K local minibatch steps per round
+instead of 2 epochs (same work whatever the shard size).
 
 Seeds come in two declared splits: ``tune`` (0-4) is where defaults may be tuned, ``heldout``
 (100-104) is what the README reports; nothing may be tuned on the held-out seeds.
