@@ -12,13 +12,14 @@ ledger; attackers are omniscient and see the rule as it runs (weights, centre).
 Grid (each axis can be narrowed on the command line): datasets ``digits`` (650 parameters),
 ``breast_cancer`` (62) and the generated ``classes20`` (4,020); Dirichlet alpha 1.0, 0.5, 0.3,
 0.1; N = 10 and 20; Byzantine fractions 0, 0.1, 0.2, 0.3; every attack of the library; 30 rounds
-of logistic regression, local SGD (2 epochs, lr 0.1, momentum 0.9). Rules are told the true number
+of logistic regression, local SGD (10 minibatch steps of 32, lr 0.1, momentum 0.9). Rules are told the true number
 of attackers ``b`` (``f = trim = b``; Bulyan, which needs n >= 4f + 3, gets f = 1). ``default`` is
 the configuration qora-p2p ships (the genesis module's `RULE_DEFAULT` with its
 `default_rule_params`, and `LedgerParams()`): reputation-weighted centered clipping with the
 ledger; ``centered_clipping`` is the same rule without the ledger, so every cell shows what the
-ledger adds or costs. ``--steps K`` runs every member with K local minibatch steps per round
-instead of 2 epochs (same work whatever the shard size).
+ledger adds or costs. ``--epochs E`` runs every member with E passes over its shard per round
+instead (the local work before fixed steps became the default: a member's update then grows with
+its shard).
 
 Seeds come in two declared splits: ``tune`` (0-4) is where defaults may be tuned, ``heldout``
 (100-104) is what the README reports; nothing may be tuned on the held-out seeds.
@@ -48,6 +49,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import emit_json, machine, print_table
+from qora_p2p.errors import LearningError
 from qora_p2p.learning import FederationConfig, TrainingConfig, run_federation
 from qora_p2p.protocol.genesis import RULE_DEFAULT, default_rule_params
 from qora_p2p.protocol.ledger import ONE, LedgerParams
@@ -93,7 +95,7 @@ RULES = (
     "nnm+centered_clipping",
 )
 RULES_DEFAULT = ("default", "centered_clipping")
-TRAINING = TrainingConfig(epochs=2, learning_rate=0.1, momentum=0.9)
+TRAINING = TrainingConfig(learning_rate=0.1, momentum=0.9)
 ROUNDS = 30
 # What the project ships (a genesis that names no rule), with the ledger: one definition, the genesis'.
 DEFAULT_RULE, DEFAULT_PARAMS = RULE_DEFAULT, default_rule_params(RULE_DEFAULT)
@@ -120,7 +122,7 @@ class Task:
     attack: str
     rule: str
     seed: int
-    steps: int = 0  # local minibatch steps per round; 0: TRAINING's epochs
+    epochs: int = 0  # passes over the shard per round instead of TRAINING's steps; 0: steps
 
     @property
     def cell(self) -> tuple[str, float, int, int, str, str]:
@@ -155,15 +157,20 @@ def configuration(task: Task) -> FederationConfig:
         partition="dirichlet",
         alpha=task.alpha,
         rounds=ROUNDS,
-        training=replace(TRAINING, steps=task.steps),
+        training=replace(TRAINING, epochs=task.epochs),
         ledger=LedgerParams() if task.rule == "default" else None,
         seed=task.seed,
     )
 
 
 def run_one(task: Task) -> dict[str, Any]:
+    """One federation's measurements, or ``{"task", "skipped"}`` when the setting cannot be made
+    (e.g. no Dirichlet 0.1 split of breast_cancer gives 10 members 10 samples each)."""
     config = configuration(task)
-    result = run_federation(config)
+    try:
+        result = run_federation(config)
+    except LearningError as error:
+        return {"task": task.__dict__, "skipped": str(error)}
     attackers = set(result.byzantine)
     honest = set(range(task.members)) - attackers
     banned_ever: set[int] = set()
@@ -191,24 +198,30 @@ def run_one(task: Task) -> dict[str, Any]:
     }
 
 
-def tasks(datasets: Sequence[str], alphas: Sequence[float], members: Sequence[int], fractions: Sequence[float], attacks: Sequence[str], rules: Sequence[str], seeds: Sequence[int], steps: int = 0) -> list[Task]:
+def tasks(datasets: Sequence[str], alphas: Sequence[float], members: Sequence[int], fractions: Sequence[float], attacks: Sequence[str], rules: Sequence[str], seeds: Sequence[int], epochs: int = 0) -> list[Task]:
     work: list[Task] = []
     for dataset in datasets:
         for alpha in alphas:
             for size in members:
-                work += [Task(dataset, alpha, size, 0, "none", "fedavg", seed, steps) for seed in seeds]  # the reference
+                work += [Task(dataset, alpha, size, 0, "none", "fedavg", seed, epochs) for seed in seeds]  # the reference
                 for fraction in fractions:
                     byzantine = round(fraction * size)
                     for rule in rules:
                         for attack in ("none",) if byzantine == 0 else attacks:
                             if rule == "fedavg" and byzantine == 0:
                                 continue  # the reference itself
-                            work += [Task(dataset, alpha, size, byzantine, attack, rule, seed, steps) for seed in seeds]
+                            work += [Task(dataset, alpha, size, byzantine, attack, rule, seed, epochs) for seed in seeds]
     return work
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-cell statistics (gaps in points against the same seed's attack-free fedavg)."""
+    """Per-cell statistics (gaps in points against the same seed's attack-free fedavg); skipped
+    runs are counted by reason and left out."""
+    skipped: dict[str, int] = {}
+    for run in runs:
+        if "skipped" in run:
+            skipped[run["skipped"]] = skipped.get(run["skipped"], 0) + 1
+    runs = [run for run in runs if "skipped" not in run]
     reference = {Task(**run["task"]).reference: run["accuracy"] for run in runs if run["task"]["rule"] == "fedavg" and run["task"]["byzantine"] == 0}
     cells: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for run in runs:
@@ -242,7 +255,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "attack_success": statistics.mean(success) if success else None,
             }
         )
-    return {"cells": summary}
+    return {"cells": summary, "skipped": skipped}
 
 
 def blocks(cells: Iterable[dict[str, Any]]) -> dict[tuple[str, float, int, int], list[dict[str, Any]]]:
@@ -343,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fractions", default=",".join(map(str, FRACTIONS)), help="Byzantine fractions (default 0,0.1,0.2,0.3)")
     parser.add_argument("--attacks", default="all", help="comma-separated or 'all'")
     parser.add_argument("--rules", default=",".join(RULES_DEFAULT), help="comma-separated or 'all' (default: default,centered_clipping)")
-    parser.add_argument("--steps", type=int, default=0, help="local minibatch steps per round for every member (default 0: 2 epochs, as shipped)")
+    parser.add_argument("--epochs", type=int, default=0, help="passes over each shard per round instead of the shipped 10 minibatch steps (default 0: steps)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     parser.add_argument("--json", action="store_true", help="print JSON (runs, cells, targets) instead of tables")
     args = parser.parse_args(argv)
@@ -362,9 +375,9 @@ def main(argv: list[str] | None = None) -> int:
         attacks, rules = _names(args.attacks, ATTACKS, "attack", parser), _names(args.rules, RULES, "rule", parser)
         count = 5 if args.seeds is None else args.seeds
     seeds = SPLITS[args.split][:count]
-    if not seeds or args.workers < 1 or args.steps < 0 or any(not 0 <= fraction < 1 / 3 for fraction in fractions):
+    if not seeds or args.workers < 1 or args.epochs < 0 or any(not 0 <= fraction < 1 / 3 for fraction in fractions):
         parser.error("need at least one seed and worker, and Byzantine fractions in [0, 1/3]")
-    work = tasks(datasets, alphas, members, fractions, attacks, rules, seeds, args.steps)
+    work = tasks(datasets, alphas, members, fractions, attacks, rules, seeds, args.epochs)
     started = time.perf_counter()
     runs = []
     with ProcessPoolExecutor(args.workers) as pool:
@@ -376,11 +389,13 @@ def main(argv: list[str] | None = None) -> int:
     targets = check_targets(summary)
     seconds = time.perf_counter() - started
     if args.json:
-        emit_json({"benchmark": "robustness-v2", "machine": machine(), "split": args.split, "steps": args.steps, "seeds": list(seeds), "rounds": ROUNDS, "seconds": seconds, "targets": [list(target) for target in targets], **summary, "runs": runs})
+        emit_json({"benchmark": "robustness-v2", "machine": machine(), "split": args.split, "epochs": args.epochs, "steps": TRAINING.steps, "seeds": list(seeds), "rounds": ROUNDS, "seconds": seconds, "targets": [list(target) for target in targets], **summary, "runs": runs})
         return 0
-    work_per_round = f"{args.steps} local steps" if args.steps else f"{TRAINING.epochs} local epochs"
+    work_per_round = f"{args.epochs} local epochs" if args.epochs else f"{TRAINING.steps} local steps"
     print(f"machine: {machine()}; split {args.split} (seeds {', '.join(map(str, seeds))}); {work_per_round}; {len(work)} runs in {seconds:.0f} s")
     print_summary(summary)
+    for reason, count in summary["skipped"].items():
+        print(f"\nskipped {count} runs: {reason}")
     print("\ntargets (issue 13), on the cells of this run:")
     print_table(["target", "measured", "met"], [[name, measured, "-" if met is None else ("yes" if met else "NO")] for name, measured, met in targets])
     return 0

@@ -18,6 +18,7 @@ import torch
 
 from qora_p2p.learning import FederationConfig, TrainingConfig, run_federation
 from qora_p2p.learning.torch_adapter import TorchModel
+from qora_p2p.protocol.genesis import RULE_DEFAULT, default_rule_params
 from qora_p2p.protocol.ledger import LedgerParams
 
 
@@ -41,12 +42,12 @@ def main() -> None:
     torch.set_num_threads(1)
     model = TorchModel(small_cnn, input_shape=(1, 8, 8))
     config = FederationConfig(
-        rule="centered_clipping",
-        rule_params={"tau_scale": 1.0, "center": "previous"},
+        rule=RULE_DEFAULT,
+        rule_params=default_rule_params(RULE_DEFAULT),
         byzantine=args.byzantine,
         attack=args.attack,
         rounds=args.rounds,
-        training=TrainingConfig(learning_rate=0.1, momentum=0.9, epochs=2),
+        training=TrainingConfig(),
         ledger=LedgerParams(),
         seed=args.seed,
     )

@@ -16,7 +16,7 @@ A profile is a small TOML file (``nodes/*.toml`` ships one per behaviour)::
     scale = 1.0
 
     [training]                      # local SGD (defaults of qora_p2p.learning.training)
-    epochs = 2
+    steps = 10
     learning_rate = 0.1
 
 Every key is optional; unknown keys are errors that name the key. Command-line flags override
@@ -60,7 +60,7 @@ def parse_profile(document: Mapping[str, Any], origin: str = "profile") -> Profi
 
     Raises:
         ConfigError: an unknown key, a value of the wrong type, an unknown attack or behaviour;
-            the message names the file and the key (``nodes/x.toml: training.epochs: ...``).
+            the message names the file and the key (``nodes/x.toml: training.steps: ...``).
     """
     root = Table(document, "", origin)
     top = {key: root.get(key, kinds) for key, kinds in _TOP.items() if key in root}

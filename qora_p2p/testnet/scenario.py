@@ -18,7 +18,7 @@ A scenario file (``scenarios/*.toml``) names everything a run needs::
     rule = "centered_clipping"       # with no parameters: the rule's defaults (tau_scale = 1.0, ...)
 
     [genesis.reputation]             # any ledger parameter; enabled = false turns the ledger off
-    opposing_penalty = 0.1
+    ban_rounds = 50
 
     [genesis.timing]
     collect_timeout_ms = 200
@@ -27,7 +27,7 @@ A scenario file (``scenarios/*.toml``) names everything a run needs::
     dataset = "digits"
     partition = "dirichlet"
     alpha = 0.5
-    epochs = 2
+    steps = 10                       # local minibatch steps per round (or epochs = E passes)
 
     [[byzantine]]                    # profiles from nodes/ (or a path), with counts
     profile = "sign_flip"

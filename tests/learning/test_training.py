@@ -34,7 +34,7 @@ def test_worker_momentum_is_an_average_of_deltas():
 
 @pytest.mark.parametrize(
     "settings",
-    [{"epochs": 0}, {"steps": -1}, {"batch_size": 0}, {"learning_rate": 0.0}, {"momentum": 1.0}, {"update_momentum": -0.1}],
+    [{"epochs": -1}, {"steps": 0}, {"batch_size": 0}, {"learning_rate": 0.0}, {"momentum": 1.0}, {"update_momentum": -0.1}],
 )
 def test_bad_training_settings_are_rejected(settings):
     """Out-of-range settings raise LearningError at construction."""
@@ -63,8 +63,8 @@ def test_fixed_steps_do_the_same_work_whatever_the_shard_size(samples, steps, ex
     assert model.batches == expected
 
 
-def test_epochs_pass_over_the_whole_shard_when_steps_is_unset():
-    """Without ``steps``, two epochs over 70 samples in batches of 32 are 2 x (32, 32, 6)."""
+def test_epochs_when_set_pass_over_the_whole_shard():
+    """With ``epochs`` set, two epochs over 70 samples in batches of 32 are 2 x (32, 32, 6)."""
     model = _CountingModel()
     train_local(model, np.zeros(3), np.zeros((70, 2)), np.zeros(70, dtype=np.int64), TrainingConfig(epochs=2), np.random.default_rng(0))  # type: ignore[arg-type]
     assert model.batches == [32, 32, 6, 32, 32, 6]
@@ -83,5 +83,6 @@ def test_fixed_steps_make_update_size_independent_of_shard_size():
 
     by_epochs = norm(1000, TrainingConfig(epochs=1)) / norm(50, TrainingConfig(epochs=1))
     by_steps = norm(1000, TrainingConfig(steps=4)) / norm(50, TrainingConfig(steps=4))
+    assert TrainingConfig().epochs == 0, "fixed steps are the default"
     assert by_epochs > 3
     assert 0.5 < by_steps < 2
