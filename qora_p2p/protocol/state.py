@@ -34,7 +34,7 @@ from qora_p2p.aggregation import aggregate, inner_products
 from qora_p2p.errors import FixedPointError, LocalProtocolError, MessageError
 from qora_p2p.fixedpoint import from_bytes, to_bytes
 from qora_p2p.protocol.genesis import Genesis
-from qora_p2p.protocol.ledger import Ledger, Observation, apply_round
+from qora_p2p.protocol.ledger import ALIGNED, NO_DIRECTION, OPPOSING, Ledger, Observation, apply_round
 
 __all__ = [
     "AgreedState",
@@ -193,14 +193,9 @@ def compute_round(
     proven: tuple[int, ...] = ()
     if ledger is not None:
         assert genesis.ledger is not None
-        # Alignment against the previous round's aggregate (see qora_p2p.protocol.ledger); none in round 1.
-        opposing = (
-            [False] * len(senders)
-            if round_number == 1
-            else [value < 0 for value in inner_products(matrix, state.aggregate)]
-        )
+        directions = _directions(matrix, state.aggregate, round_number)
         observations = [
-            Observation(sender, int(result.deviation[row]), opposing[row]) for row, sender in enumerate(senders)
+            Observation(sender, int(result.deviation[row]), directions[row]) for row, sender in enumerate(senders)
         ]
         ledger, effects = apply_round(ledger, genesis.ledger, round_number, observations, culprits, ban_capacity=genesis.faulty)
         banned, proven = effects.banned, effects.proven
@@ -213,6 +208,21 @@ def compute_round(
         banned,
         proven,
     )
+
+
+def _directions(matrix: npt.NDArray[np.int32], previous: npt.NDArray[np.int32], round_number: int) -> list[int]:
+    """Each row's direction against the previous round's aggregate (`qora_p2p.protocol.ledger`):
+    the sign of the exact inner product, and none in round 1 or for a row that is the previous
+    aggregate itself."""
+    if round_number == 1:
+        return [NO_DIRECTION] * len(matrix)
+    directions = []
+    for row, product in zip(matrix, inner_products(matrix, previous), strict=True):
+        if product == 0 or np.array_equal(row, previous):
+            directions.append(NO_DIRECTION)
+        else:
+            directions.append(ALIGNED if product > 0 else OPPOSING)
+    return directions
 
 
 def _null_round(genesis: Genesis, state: AgreedState, round_number: int, culprits: Sequence[int]) -> RoundResult:

@@ -122,10 +122,10 @@ ban_rounds = 1000000000
 ''' + members_toml(10),
 }
 PINNED_HASHES = {
-    "logistic-default": "9a3571335adfb1cc35860bf769fc5ba67442696f292cf6703ed4d950fbaca333",
-    "mlp-tuned": "5985e32a60a394a1c1d9ad11fba3ec201c9b7fc753a09d9c56f6bad75b4533d3",
+    "logistic-default": "284b65cd089f182f3f74251e93d655a425664ca929c952176ed3e4ffb779c534",
+    "mlp-tuned": "b9adbe94a71b8d851cb5e3ddd9fee8acf55c64cc0d82ca1fa775c1cb4ceb652b",
     "synthetic-no-reputation": "094deb349a497d4b7886a85d38727b9bb15ae6a5a485c948fcd37f728f58c0e0",
-    "median-int-params": "94a63747138ee37a7670e35fc984f53cef71452bc68395efea7feb6ed8056aba",
+    "median-int-params": "6d2b01c625f3da7ddd0a3dd5865c7a3618f118555213f72be4a4f6d1147c01e1",
 }
 
 
@@ -226,6 +226,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "reputation.initial": ({"reputation": {"initial": 0.6}}),
     "reputation.reward": ({"reputation": {"reward": 0.01}}),
     "reputation.penalty": ({"reputation": {"penalty": 0.3}}),
+    "reputation.outlier_penalty": ({"reputation": {"outlier_penalty": 0.02}}),
     "reputation.opposing_penalty": ({"reputation": {"opposing_penalty": 0.05}}),
     "reputation.absence_penalty": ({"reputation": {"absence_penalty": 0.02}}),
     "reputation.outlier_ratio": ({"reputation": {"outlier_ratio": 4.5}}),

@@ -5,36 +5,63 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qora_p2p.errors import ConfigError, LocalProtocolError
-from qora_p2p.protocol.ledger import ONE, Ledger, LedgerParams, Observation, apply_round
+from qora_p2p.protocol.ledger import (
+    ALIGNED,
+    NO_DIRECTION,
+    ONE,
+    OPPOSING,
+    Ledger,
+    LedgerParams,
+    Observation,
+    apply_round,
+)
 
 PARAMS = LedgerParams()
 
 
 def conforming(members, deviation=100):
-    return [Observation(member, deviation, False) for member in members]
+    return [Observation(member, deviation, ALIGNED) for member in members]
 
 
-def test_conforming_members_gain_and_deviating_ones_lose():
-    """Within 3x the median deviation and not opposing earns the reward; outlying costs the
-    penalty, opposing alone the smaller opposing penalty, both together the penalty once; an absent
-    member keeps its reputation (no absence penalty by default)."""
-    ledger = Ledger.genesis(6, PARAMS)
-    observations = [*conforming([0, 1]), Observation(2, 301, False), Observation(3, 100, True), Observation(4, 301, True)]
+def test_only_outlying_and_opposing_together_cost_reputation():
+    """Within 12x the median deviation and aligned earns the reward; outlying and opposing together
+    cost the penalty; outlying alone costs the outlier penalty, opposing alone nothing (by default,
+    each settable); no direction (round 1, a
+    zero update, the previous aggregate resent) earns nothing; an absent member keeps its
+    reputation (no absence penalty by default)."""
+    ledger = Ledger.genesis(8, PARAMS)
+    observations = [
+        *conforming([0, 1, 2]),
+        Observation(3, 1201, ALIGNED),
+        Observation(4, 100, OPPOSING),
+        Observation(5, 1201, OPPOSING),
+        Observation(6, 100, NO_DIRECTION),
+    ]
     after, effects = apply_round(ledger, PARAMS, 1, observations, ban_capacity=1)
     reputation = [standing.reputation for standing in after.standings]
     start = PARAMS.initial
-    assert reputation == [start + PARAMS.reward] * 2 + [start - PARAMS.penalty, start - PARAMS.opposing_penalty, start - PARAMS.penalty, start]
-    lenient = LedgerParams(opposing_penalty=PARAMS.reward)
-    after, _ = apply_round(ledger, lenient, 1, observations, ban_capacity=1)
-    assert [standing.reputation for standing in after.standings][2:5] == [start - lenient.penalty, start - lenient.reward, start - lenient.penalty]
+    assert reputation == [start + PARAMS.reward] * 3 + [start - PARAMS.outlier_penalty, start, start - PARAMS.penalty, start, start]
+    strict = LedgerParams(outlier_penalty=1000, opposing_penalty=2000)
+    after, _ = apply_round(ledger, strict, 1, observations, ban_capacity=1)
+    assert [standing.reputation for standing in after.standings][3:7] == [start - 1000, start - 2000, start - strict.penalty, start]
     assert effects.banned == ()
+
+
+def test_the_outlier_line_is_twelve_medians():
+    """12 medians exactly is not outlying; one unit more is (with opposing, that costs the penalty)."""
+    ledger = Ledger.genesis(4, PARAMS)
+    base = [*conforming([0, 1, 2])]
+    on_line, _ = apply_round(ledger, PARAMS, 1, [*base, Observation(3, 1200, OPPOSING)], ban_capacity=1)
+    past_line, _ = apply_round(ledger, PARAMS, 1, [*base, Observation(3, 1201, OPPOSING)], ban_capacity=1)
+    assert on_line.standings[3].reputation == PARAMS.initial - PARAMS.opposing_penalty
+    assert past_line.standings[3].reputation == PARAMS.initial - PARAMS.penalty
 
 
 def test_outlying_is_relative_to_the_rounds_median():
     """Scaling every deviation by the same factor changes nothing: the test is relative."""
     ledger = Ledger.genesis(4, PARAMS)
-    small = [Observation(0, 10, False), Observation(1, 12, False), Observation(2, 11, False), Observation(3, 40, False)]
-    large = [Observation(o.member, 1000 * o.deviation, False) for o in small]
+    small = [Observation(0, 10, OPPOSING), Observation(1, 12, ALIGNED), Observation(2, 11, OPPOSING), Observation(3, 140, OPPOSING)]
+    large = [Observation(o.member, 1000 * o.deviation, o.direction) for o in small]
     assert apply_round(ledger, PARAMS, 1, small, ban_capacity=1)[0] == apply_round(ledger, PARAMS, 1, large, ban_capacity=1)[0]
 
 
@@ -46,7 +73,7 @@ def test_a_persistent_attacker_is_banned_then_readmitted():
     round_number = 0
     while 3 in ledger.eligible(round_number + 1):
         round_number += 1
-        ledger, effects = apply_round(ledger, params, round_number, [*conforming([0, 1, 2]), Observation(3, 10_000, False)], ban_capacity=1)
+        ledger, effects = apply_round(ledger, params, round_number, [*conforming([0, 1, 2]), Observation(3, 10_000, OPPOSING)], ban_capacity=1)
     banned_at = round_number
     assert effects.banned == (3,) and banned_at == 3  # 32768 - 3 * 6554 = 13106 < ban_below 13107
     for round_number in range(banned_at + 1, banned_at + 4):
@@ -91,13 +118,16 @@ def test_digest_commits_to_every_field():
 @pytest.mark.parametrize(
     "observations",
     [
-        [Observation(0, 1, False), Observation(0, 1, False)],
-        [Observation(7, 1, False)],
-        [Observation(0, -1, False)],
+        [Observation(0, 1, ALIGNED), Observation(0, 1, ALIGNED)],
+        [Observation(7, 1, ALIGNED)],
+        [Observation(0, -1, ALIGNED)],
+        [Observation(0, 1, 2)],
+        [Observation(0, 1, True)],
     ],
 )
 def test_impossible_observations_are_local_errors(observations):
-    """Repeated, out-of-range or negative observations are bugs in the caller."""
+    """Repeated, out-of-range or negative observations, or a direction other than -1, 0 or 1, are
+    bugs in the caller."""
     with pytest.raises(LocalProtocolError):
         apply_round(Ledger.genesis(3, PARAMS), PARAMS, 1, observations, ban_capacity=1)
 
@@ -119,7 +149,7 @@ def test_bad_parameters_are_config_errors(settings):
 
 
 @given(
-    st.lists(st.tuples(st.integers(0, 10**9), st.booleans()), min_size=1, max_size=12),
+    st.lists(st.tuples(st.integers(0, 10**9), st.sampled_from([OPPOSING, NO_DIRECTION, ALIGNED])), min_size=1, max_size=12),
     st.randoms(use_true_random=False),
     st.integers(0, 4),
     st.lists(st.integers(0, 11), max_size=3),
@@ -128,7 +158,7 @@ def test_order_independent_and_bounded(entries, random, capacity, evidence):
     """The result ignores observation order; reputation stays in [0, ONE]; bans respect capacity
     (proven bans aside)."""
     count = len(entries)
-    observations = [Observation(member, deviation, opposing) for member, (deviation, opposing) in enumerate(entries)]
+    observations = [Observation(member, deviation, direction) for member, (deviation, direction) in enumerate(entries)]
     evidence = [member for member in evidence if member < count]
     ledger = Ledger.genesis(count, PARAMS)
     for round_number in range(1, 6):

@@ -20,13 +20,26 @@ def payloads(scale=1.0, count=4, seed=0):
 
 
 def test_a_round_adds_the_aggregate_to_the_model_and_updates_the_ledger():
-    """model' = model + aggregate (int64, exact); the ledger rewards conforming members."""
+    """model' = model + aggregate (int64, exact). Round 1 has no previous aggregate, so no member
+    has a direction and reputations stay; in round 2 updates along the previous aggregate earn the
+    reward, one against it (not outlying) earns nothing, and one resending the previous aggregate
+    earns nothing (a free rider)."""
     state = genesis_state(GENESIS)
     result = compute_round(GENESIS, state, [0, 1, 2, 3], payloads())
     assert result.state.round == 1 and result.state.ledger is not None
     assert (result.state.model == state.model + result.state.aggregate).all()
-    assert all(standing.reputation > LedgerParams().initial for standing in result.state.ledger.standings)
-    assert result.model_digest != state.model_digest() and result.ledger_digest != state.ledger_digest()
+    initial = LedgerParams().initial
+    assert [standing.reputation for standing in result.state.ledger.standings] == [initial] * 4
+    assert result.model_digest != state.model_digest() and result.ledger_digest == state.ledger_digest()
+    first = result.state.committed(b"\x01" * 32)
+    previous = first.aggregate.astype(np.float64) / 2**16
+    rng = np.random.default_rng(5)
+    rows = [previous + rng.normal(0, 0.001, 8), previous + rng.normal(0, 0.001, 8), -previous]
+    second = [to_bytes(encode(row, 16).values) for row in rows] + [to_bytes(first.aggregate)]
+    after = compute_round(GENESIS, first, [0, 1, 2, 3], second)
+    assert after.state.ledger is not None
+    reward = LedgerParams().reward
+    assert [standing.reputation for standing in after.state.ledger.standings] == [initial + reward, initial + reward, initial, initial]
 
 
 def test_same_inputs_same_bytes():

@@ -22,20 +22,20 @@ MEMBERS = tuple(Member(f"node-{index:02d}", Identity.from_seed(bytes([index + 1]
 # spelled the genesis differently (model = "logistic", rule_params = {...}, timing = {...}):
 # the migration to peers.toml names kept every value.
 SHIPPED_GENESIS_HASHES = {
-    "attack-alie": "c5cd32df9d365064fdf4c0b28879689be590ee8a318070f3e2cd9bee9038039d",
-    "attack-backdoor": "dc90f34471108ad065482f10b367b883d91218e4568da73bb30b220f51fd0d4b",
-    "attack-gaussian": "3025f0411a74773e9fe6f23c80e8fb92d4e7e6f48fc46e1132f54a89d7195242",
-    "attack-ipm": "df954e560ba4b3b081df33b894ecfc057a1f551f3b3a72e316f827075679ddc0",
-    "attack-label-flip": "b65af6cfc813b15b33db6f6de68383096c9a388eb41b997b337b0eed9ccb45cf",
-    "attack-mimic": "889105ca226fb40d942bcb056ebf59304a159cae1add695f6ea94fd61d188e7b",
-    "attack-scaling": "804b2309d89e7a15eaf821818956430e4cdadff3c1d3fa511b280279440c886d",
-    "attack-sign-flip": "5af35bbf7899788a6fe0926693a6e7416dbcbfbbe82b029099fa0afeac7e6700",
-    "crash-restart": "2004147bc973cfcde28a66a6624e427a2708a83e5413776ed779fec1149f923e",
-    "equivocation": "713d8bccc949ff0c12d34610b9760a85e31e6f20bc8003d2610854542ce55e85",
-    "late-join": "2d0a5e4751e47f6feade40be13148daecadd248dd395bbc7c99076bc53b2ebf0",
-    "no-attack": "e89e559314751be8b212048f9e1cbfba1bc9af481b48a607177b0ad8ba71654b",
-    "partition-heal": "9ed66e0881ceecb54aa2475359f07e03ed4ddfece683d224527cefe8f01b2d57",
-    "quickstart": "cb9a02b8a262dcae2c5066bcfb05d8d3b68544fa4a4f7a04f294dc2295571449",
+    "attack-alie": "0781f7c812132102043436bb920581025da58dada5fc8f2717e153abfcec9d23",
+    "attack-backdoor": "2f6742f4d4f9b9fb3a58620d12c890d60faaa42f3182e8e0c8d4ad9a503e9d57",
+    "attack-gaussian": "20ff39b82d53df15e85941c549fce6cdea61ca087f4008459f7cf7fb22634475",
+    "attack-ipm": "4e4e22ef5fd3b0ddab83526cf31ee3170d13dead316951b8c34302c45bea74ad",
+    "attack-label-flip": "a912e75128c6f4b33d8c3ff15748dec5f9cef3ce22dd1978b69ca5fb774f9d36",
+    "attack-mimic": "441b6371db8c76d1ffcfaac86346cead3951c9a5e713d4870d00b5dd42b5cfb0",
+    "attack-scaling": "a51ba0e337c87d83f9a7d9a1401c223a42609328bff0cc66fff04db2e8c17a7b",
+    "attack-sign-flip": "bf346f4df85441460017ca801cafb561171166ab06abdea1a6e764758a83e2f5",
+    "crash-restart": "b4c7789dd5348467f4051dc0ada4bc9726d6bff16619788a82a4597f018d4b8a",
+    "equivocation": "96bc70f1a407c874d0537e5a0678af5831dd14f5f8a3f2c1c89b25d08856d823",
+    "late-join": "521b15eeba11a28bd141f3de1016b043b516665d39aa7510630f26e7a4328671",
+    "no-attack": "f1df1b1ba583971f93c2d31ded396faae6e4766f7df58d69e9a7ba900f36e7e6",
+    "partition-heal": "4cf59d27c84aabddbe1693a562b768817be325e275c65f6bda703efd05030c78",
+    "quickstart": "389c3923598396817d853f06e4169dca220e5468026326f7eea4b242eb0addee",
 }
 
 
