@@ -9,9 +9,10 @@ goes into the round hash.
 Reputation is Q16 fixed point in [0, 1] (0..65536). Each round, for every included member ``i``
 with deviation ``d_i = floor(|x_i - aggregate|)``:
 
-* ``spread`` is the lower median of the round's deviations: an honest value while attackers are
-  fewer than half of the input set, and it scales with the round's honest disagreement, so the test
-  below is relative, never an absolute distance;
+* ``spread`` is the lower median of the round's deviations, over the updates that have a direction
+  (below; free riders' updates have none and would pull it down): an honest value while attackers
+  are fewer than half of the input set, and it scales with the round's honest disagreement, so the
+  test below is relative, never an absolute distance;
 * **outlying** means ``d_i * 2**16 > outlier_ratio * max(spread, 1)``;
 * the **direction** is the sign of ``x_i . previous`` (exact integers), where ``previous`` is the
   aggregate the previous round committed: **opposing** (< 0) pulls against the agreed direction of
@@ -258,6 +259,15 @@ def _check(ledger: Ledger, round_number: int, observations: Sequence[Observation
             raise LocalProtocolError(f"evidence names member {member}, outside 0..{count - 1}")
 
 
+def _spread(observations: Sequence[Observation]) -> int:
+    """The lower median deviation of the updates that have a direction (all of them when none has,
+    as in round 1): a free rider's zeros or resent aggregate sit close to the aggregate and would
+    otherwise pull the median down until honest members look outlying."""
+    directed = [observation.deviation for observation in observations if observation.direction != NO_DIRECTION]
+    deviations = sorted(directed or [observation.deviation for observation in observations])
+    return max(deviations[(len(deviations) - 1) // 2], 1)
+
+
 def _change(observation: Observation, spread: int, params: LedgerParams) -> int:
     """One included member's reputation change this round (see the module notes)."""
     outlying = observation.deviation * ONE > params.outlier_ratio * spread
@@ -298,8 +308,7 @@ def apply_round(
     standings = list(ledger.standings)
     included = {observation.member: observation for observation in observations}
     if observations:
-        deviations = sorted(observation.deviation for observation in observations)
-        spread = max(deviations[(len(deviations) - 1) // 2], 1)
+        spread = _spread(observations)
     for member, standing in enumerate(standings):
         if not scored or not standing.eligible(round_number):
             continue

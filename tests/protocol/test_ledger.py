@@ -57,6 +57,19 @@ def test_the_outlier_line_is_twelve_medians():
     assert past_line.standings[3].reputation == PARAMS.initial - PARAMS.penalty
 
 
+def test_free_riders_do_not_lower_the_outlier_line():
+    """Updates with no direction (zeros, the previous aggregate resent) are left out of the median:
+    four free riders next to the aggregate do not make an honest member 12 medians away."""
+    ledger = Ledger.genesis(8, PARAMS)
+    honest = [*conforming([0, 1, 2]), Observation(3, 1000, OPPOSING)]
+    riders = [Observation(member, 1, NO_DIRECTION) for member in (4, 5, 6, 7)]
+    after, _ = apply_round(ledger, PARAMS, 2, [*honest, *riders], ban_capacity=2)
+    assert after.standings[3].reputation == PARAMS.initial - PARAMS.opposing_penalty
+    with_directions = [Observation(member, 1, ALIGNED) for member in (4, 5, 6, 7)]
+    after, _ = apply_round(ledger, PARAMS, 2, [*honest, *with_directions], ban_capacity=2)
+    assert after.standings[3].reputation == PARAMS.initial - PARAMS.penalty
+
+
 def test_outlying_is_relative_to_the_rounds_median():
     """Scaling every deviation by the same factor changes nothing: the test is relative."""
     ledger = Ledger.genesis(4, PARAMS)
