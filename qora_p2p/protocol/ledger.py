@@ -30,9 +30,9 @@ Why both, and not either: honest members on skewed (non-IID) data are often one 
 rarely both. A member whose data the model fits worst sends an update many medians away, pointing
 with the model; on a binary task that has converged, members holding mostly one class point against
 the previous aggregate while staying close to this round's. Penalising either one (the rule before
-this one: outlying at 3 medians, or opposing) banned honest members in 4 of 6 attack-free
-federations of the robustness benchmark's tuning split (Dirichlet 0.3, N = 10, seeds 0-1) and 39 of
-462 honest member-runs under attack; an honest member banned hands its ban slot to an attacker.
+this one: outlying at 3 medians, or opposing) banned 4 honest members in 2 of 6 attack-free
+federations of the robustness benchmark's tuning split (Dirichlet 0.3, N = 10, seeds 0-1), and 39
+of 462 honest member-runs under attack; an honest member banned hands its ban slot to an attacker.
 This rule, with fixed local steps (`qora_p2p.learning.training`), banned none attack-free and 4 of
 462 under attack. With fixed steps, honest members crossed 12 medians in 1 of 3,600 attack-free
 member-rounds (6 medians: 16), Gaussian noise in every round. A reward only for an aligned update
