@@ -80,6 +80,7 @@ ATTACKS = (
     "min_max",
     "min_sum",
     "fang",
+    "fang_krum",
     "reputation_farming",
 )
 RULES = (

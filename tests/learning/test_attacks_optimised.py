@@ -1,4 +1,4 @@
-"""Min-max, min-sum, Fang and the line-searched ALIE/IPM have their defining properties, and each
+"""Min-max, min-sum, Fang (trimmed mean, median, Krum) and the line-searched ALIE/IPM have their defining properties, and each
 moves robust rules farther from the honest mean than a naive attack does."""
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 from qora_p2p.errors import LearningError
 from qora_p2p.learning.attacks import RoundView, build_attack, line_maximise
 from qora_p2p.learning.attacks.classic import distance_after_aggregation
-from qora_p2p.learning.attacks.optimised import _largest_gamma, perturbation
+from qora_p2p.learning.attacks.optimised import FangKrum, _largest_gamma, perturbation
 
 RULES = [("multi_krum", {"f": 3}), ("trimmed_mean", {"trim": 3}), ("median", {})]
 
@@ -103,6 +103,29 @@ def test_fang_pushes_every_coordinate_just_past_the_honest_extreme_against_the_m
         assert distance_after_aggregation(ruled, build_attack("fang").forge(ruled)) > max(naive_distances(ruled)), rule
     with pytest.raises(LearningError, match="'spread' must be a number above 1"):
         build_attack("fang", spread=1)
+
+
+def test_fang_krum_gets_its_crafted_update_picked_by_krum_against_the_mean():
+    """Against Krum (f = 3 of 10), the first attacker sends ``mu - lam * sign(mu)`` with lam > 0,
+    the others sit within epsilon of it, the aggregate is one of the forged updates, and Krum moves farther from the
+    honest mean than under the naive attacks. When even the smallest lam is not picked (a rule
+    that does not select), the attack stops at the threshold."""
+    state = view("krum", {"f": 3})
+    attack = FangKrum()
+    forged = attack.forge(state)
+    mean = state.honest.mean(axis=0)
+    direction = np.sign(mean)
+    lam = float((mean - forged[0]) @ direction / (direction @ direction))
+    assert lam > 1e-4 and np.allclose(forged[0], mean - lam * direction)
+    assert np.abs(forged[1:] - forged[0]).max() <= 1e-4
+    assert np.abs(forged - state.aggregate(forged)).max(axis=1).min() <= 2 * 2.0**-16
+    assert lam <= attack.upper_bound(state.honest, 3)
+    assert distance_after_aggregation(state, forged) > max(naive_distances(state))
+    averaged = view("fedavg")
+    stopped = build_attack("fang_krum").forge(averaged)
+    assert float((mean - stopped[0]) @ direction / (direction @ direction)) < 1e-4
+    with pytest.raises(LearningError, match="'epsilon' must be a positive number"):
+        build_attack("fang_krum", epsilon=0)
 
 
 def test_line_maximise_expands_then_contracts_within_its_budget():

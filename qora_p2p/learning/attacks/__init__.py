@@ -87,6 +87,10 @@ fang                per coordinate, against the sign of ``mu``: uniform just pas
                     the honest min (``mu >= 0``) or max, by at most a factor
                     ``spread`` (2); the full-knowledge attack on trimmed mean and
                     median, on updates
+fang_krum           ``mu - lam * sign(mu)`` from one attacker, the same within      Fang et al. 2020
+                    ``epsilon`` (1e-4) from the others; ``lam`` halved from the
+                    paper's upper bound until Krum picks the crafted update (down
+                    to ``threshold`` 1e-4); the full-knowledge attack on Krum
 reputation_farming  its own honest update for ``rounds`` rounds (10), then the      DESIGN.md threat
                     ``inner`` attack (``alie``) with ``inner_params``               checklist
 ==================  ==============================================================  ====================
@@ -131,7 +135,7 @@ from qora_p2p.learning.attacks.classic import (
     alie_z,
 )
 from qora_p2p.learning.attacks.farming import ReputationFarming
-from qora_p2p.learning.attacks.optimised import Fang, MinMax, MinSum, OptimalALIE, OptimalIPM, line_maximise
+from qora_p2p.learning.attacks.optimised import Fang, FangKrum, MinMax, MinSum, OptimalALIE, OptimalIPM, line_maximise
 
 __all__ = [
     "ALIE",
@@ -143,6 +147,7 @@ __all__ = [
     "Backdoor",
     "Copy",
     "Fang",
+    "FangKrum",
     "Gaussian",
     "LabelFlip",
     "Mimic",
@@ -190,6 +195,7 @@ BUILT_IN = (
     MinMax,
     MinSum,
     Fang,
+    FangKrum,
     ReputationFarming,
 )
 for _kind in BUILT_IN:

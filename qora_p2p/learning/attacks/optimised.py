@@ -1,6 +1,6 @@
 """Attacks that solve for their forgery against the honest updates or the rule: min-max and
-min-sum (Shejwalkar and Houmansadr 2021), Fang et al.'s full-knowledge attack on trimmed mean and
-median (2020), and ALIE/IPM with the factor found by ByzFL's line maximisation. Definitions and
+min-sum (Shejwalkar and Houmansadr 2021), Fang et al.'s full-knowledge attacks on trimmed mean,
+median and Krum (2020), and ALIE/IPM with the factor found by ByzFL's line maximisation. Definitions and
 sources: the table of `qora_p2p.learning.attacks`.
 
 Updates are model deltas (minus a learning rate times a gradient). Where a paper perturbs
@@ -21,7 +21,7 @@ from qora_p2p.errors import LearningError
 from qora_p2p.learning.attacks.base import Attack, RoundView, Updates
 from qora_p2p.learning.attacks.classic import distance_after_aggregation
 
-__all__ = ["PERTURBATIONS", "Fang", "MinMax", "MinSum", "OptimalALIE", "OptimalIPM", "line_maximise", "perturbation"]
+__all__ = ["PERTURBATIONS", "Fang", "FangKrum", "MinMax", "MinSum", "OptimalALIE", "OptimalIPM", "line_maximise", "perturbation"]
 
 PERTURBATIONS = ("unit", "std", "sign")  # min-max/min-sum directions: -mu/||mu||, +sigma (deltas), -sign(mu)
 GAMMA_STEPS_MAX = 200  # binary-search halvings: gamma_init / 2**200 is below any float tolerance
@@ -147,6 +147,56 @@ class Fang(Attack):
     def forge(self, view: RoundView) -> Updates:
         low, high = self.bounds(view.honest)
         return view.rng.uniform(low, high, size=view.own.shape)
+
+
+@dataclass(frozen=True)
+class FangKrum(Attack):
+    """Fang et al.'s full-knowledge attack on Krum, on updates: the first attacker sends
+    ``mu - lam * sign(mu)``, the others the same within ``epsilon`` (uniform per coordinate), so
+    that Krum, which picks the update closest to its neighbours, picks the crafted one. ``lam``
+    starts at the paper's upper bound, ``(1 / ((m - 2c - 1) sqrt(d))) min_i sum_{l in G_i}
+    ||w_l - w_i|| + max_i ||w_i - mu|| / sqrt(d)`` over honest ``w_i`` with ``G_i`` their
+    ``m - c - 2`` nearest honest neighbours (the first term only when ``m - 2c - 1 > 0``), and is
+    halved until the rule in force returns one of the forged updates, or it falls below
+    ``threshold``; the paper's ``mu`` is the before-attack aggregate, here the honest mean."""
+
+    name: ClassVar[str] = "fang_krum"
+    reads_honest: ClassVar[bool] = True
+    epsilon: float = 1e-4
+    threshold: float = 1e-4  # above the 2**-16 resolution updates travel in, so "picked" is never a rounding tie
+
+    def __post_init__(self) -> None:
+        for field_name in ("epsilon", "threshold"):
+            value = getattr(self, field_name)
+            if not (math.isfinite(value) and value > 0):
+                raise LearningError(f"attack 'fang_krum': {field_name!r} must be a positive number, got {value}")
+
+    def upper_bound(self, honest: Updates, attackers: int) -> float:
+        """The paper's starting ``lam`` for ``attackers`` attackers among ``len(honest) + attackers``."""
+        count, dimension = honest.shape
+        members = count + attackers
+        mean = honest.mean(axis=0)
+        bound = float(np.linalg.norm(honest - mean, axis=1).max()) / math.sqrt(dimension)
+        neighbours = members - attackers - 2
+        if members - 2 * attackers - 1 > 0 and 0 < neighbours < count:
+            pairwise = np.linalg.norm(honest[:, None, :] - honest[None, :, :], axis=2)
+            nearest = np.sort(pairwise, axis=1)[:, 1 : neighbours + 1].sum(axis=1)
+            bound += float(nearest.min()) / ((members - 2 * attackers - 1) * math.sqrt(dimension))
+        return bound
+
+    def forge(self, view: RoundView) -> Updates:
+        direction = np.sign(view.honest.mean(axis=0))
+        mean = view.honest.mean(axis=0)
+        attackers = len(view.own)
+        lam = self.upper_bound(view.honest, attackers)
+        noise = view.rng.uniform(-self.epsilon, self.epsilon, size=(attackers - 1, mean.size))
+        resolution = 2.0 ** -view.frac_bits
+        while True:
+            crafted = mean - lam * direction
+            forged: Updates = np.vstack([crafted, crafted + noise])
+            if lam < self.threshold or np.abs(forged - view.aggregate(forged)).max(axis=1).min() <= 2 * resolution:
+                return forged  # the rule returned one of the forged updates
+            lam /= 2
 
 
 def line_maximise(objective: Callable[[float], float], start: float, step: float, ratio: float, evaluations: int) -> float:
