@@ -41,6 +41,7 @@ __all__ = [
     "PUBLIC_KEY_BYTES",
     "SEED_BYTES",
     "SIGNATURE_BYTES",
+    "CachingVerifier",
     "Identity",
     "parse_public_key",
     "public_key_hex",
@@ -152,6 +153,33 @@ def verify(public_key: bytes, domain: bytes, message: bytes, signature: bytes) -
         raise SignatureError(
             f"signature does not verify for key {public_key_hex(public_key)} and domain {domain!r}"
         ) from None
+
+
+class CachingVerifier:
+    """`verify` with its verdicts remembered, for many in-process members that check the same
+    signatures (the simulator, the core fuzzer). At most ``limit`` verdicts are kept (the memo is
+    emptied when full); a failed check raises the same error `verify` raises."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"a verdict cache holds at least 1 entry, got {limit}")
+        self.limit = limit
+        self.verdicts: dict[tuple[bytes, bytes, bytes, bytes], bool] = {}
+
+    def __call__(self, public_key: bytes, domain: bytes, message: bytes, signature: bytes) -> None:
+        cache_key = (public_key, domain, message, signature)
+        verdict = self.verdicts.get(cache_key)
+        if verdict is None:
+            try:
+                verify(public_key, domain, message, signature)
+                verdict = True
+            except (SignatureError, LocalProtocolError):
+                verdict = False
+            if len(self.verdicts) >= self.limit:
+                self.verdicts.clear()
+            self.verdicts[cache_key] = verdict
+        if not verdict:
+            verify(public_key, domain, message, signature)  # raises the real error
 
 
 def _describe(value: object) -> str:

@@ -11,6 +11,7 @@ from qora_p2p.errors import KeyFileError, KeyFormatError, LocalProtocolError, Si
 from qora_p2p.identity import (
     DOMAIN_BYTES_MAX,
     KEY_FILE_HEADER,
+    CachingVerifier,
     Identity,
     parse_public_key,
     public_key_hex,
@@ -284,3 +285,21 @@ def test_key_file_without_final_newline_is_accepted(tmp_path):
     """A key file edited by hand without the final newline still loads."""
     path = _key_file(tmp_path, f"{KEY_FILE_HEADER} {SEED.hex()}".encode())
     assert read_key_file(path).seed == SEED
+
+
+def test_a_caching_verifier_remembers_verdicts_and_raises_what_verify_raises():
+    """Each verdict is computed once while it is kept; a bad signature raises SignatureError every
+    time, a bad domain LocalProtocolError; the memo never holds more than its limit."""
+    identity = Identity.from_seed(bytes(32))
+    good = identity.sign(b"domain", b"message")
+    verifier = CachingVerifier(2)
+    verifier(identity.public_key, b"domain", b"message", good)
+    assert verifier.verdicts == {(identity.public_key, b"domain", b"message", good): True}
+    for _ in range(2):
+        with pytest.raises(SignatureError):
+            verifier(identity.public_key, b"domain", b"other", good)
+    with pytest.raises(LocalProtocolError):
+        verifier(identity.public_key, b"x" * 10_000, b"message", good)
+    assert len(verifier.verdicts) <= 2
+    with pytest.raises(ValueError):
+        CachingVerifier(0)

@@ -47,8 +47,7 @@ from typing import Any
 from qora_p2p.errors import MessageError, QoraError
 from qora_p2p.fixedpoint import encode as encode_fixed
 from qora_p2p.fixedpoint import to_bytes
-from qora_p2p.identity import Identity
-from qora_p2p.identity import verify as verify_signature
+from qora_p2p.identity import CachingVerifier, Identity
 from qora_p2p.learning.synthetic import synthetic_update
 from qora_p2p.node.store import DoubleSignError
 from qora_p2p.protocol.behaviour import PROTOCOL_BEHAVIOURS, Misbehaviour
@@ -229,7 +228,7 @@ class Simulation:
         self.now = 0
         self.trace = hashlib.sha256(f"qora-sim/{config}".encode())
         self.decode_cache: dict[bytes, Message] = {}
-        self.verify_cache: dict[tuple[bytes, bytes, bytes, bytes], bool] = {}
+        self._verify = CachingVerifier(VERIFY_CACHE_MAX)
         self.compute_cache: dict[bytes, RoundResult | QoraError] = {}
         self.encode_cache: dict[int, tuple[Message, bytes]] = {}
         self.checkers = Checkers(self.genesis, self.byzantine, self._verify)
@@ -274,20 +273,6 @@ class Simulation:
 
     # ------------------------------------------------------------------------ plumbing
 
-    def _verify(self, key: bytes, domain_bytes: bytes, body: bytes, signature: bytes) -> None:
-        cache_key = (key, domain_bytes, body, signature)
-        verdict = self.verify_cache.get(cache_key)
-        if verdict is None:
-            try:
-                verify_signature(key, domain_bytes, body, signature)
-                verdict = True
-            except QoraError:
-                verdict = False
-            if len(self.verify_cache) >= VERIFY_CACHE_MAX:
-                self.verify_cache.clear()
-            self.verify_cache[cache_key] = verdict
-        if not verdict:
-            verify_signature(key, domain_bytes, body, signature)  # raises the real SignatureError
 
     def _core(self, node: _Node, now: int) -> NodeCore:
         """A core started from the member's store, as the Trio node starts one after a crash."""

@@ -49,13 +49,14 @@ from random import Random
 import msgpack
 
 from qora_p2p.errors import MessageError, QoraError, SignatureError
+from qora_p2p.identity import CachingVerifier
 from qora_p2p.protocol.core import NodeCore
 from qora_p2p.protocol.effects import Commit, Installed, execute
 from qora_p2p.protocol.messages import Fetch, Limits, Message, Record, SyncRequest, decode
 from qora_p2p.protocol.state import contributing_members
 from tests.protocol.fuzz_forge import NO_STEERING, ComputeCache, Forger, Knowledge, Steering, int32_vector
 from tests.protocol.fuzz_frames import check_decode, mutate, mutate_structure
-from tests.protocol.fuzz_members import CachingVerifier, Honest, Setup
+from tests.protocol.fuzz_members import VERIFY_CACHE_MAX, Honest, Setup
 from tests.protocol.fuzz_properties import check, own_slot, table_bounds
 
 __all__ = ["PROFILES", "CoreFuzzer", "Profile"]
@@ -160,7 +161,7 @@ class CoreFuzzer:
         assert self.byzantine and setup.honest, "the fuzzer plays at least one member and drives at least one core"
         self.safe = len(self.byzantine) <= genesis.faulty  # honest members must then agree
         self.limits = Limits(genesis.size, genesis.model.dimension)
-        self.verifier = CachingVerifier()
+        self.verifier = CachingVerifier(VERIFY_CACHE_MAX)
         self.compute = ComputeCache(genesis)
         self.knowledge = Knowledge(genesis)
         self.forger = Forger(genesis, setup.identities, self.byzantine, self.knowledge, rng, self.compute, steering)

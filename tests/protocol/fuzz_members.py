@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from qora_p2p.errors import SignatureError
-from qora_p2p.identity import Identity, verify
+from qora_p2p.identity import CachingVerifier, Identity
 from qora_p2p.protocol.core import NodeCore
 from qora_p2p.protocol.effects import (
     Broadcast,
@@ -33,32 +32,10 @@ from tests.protocol.fuzz_properties import check
 if TYPE_CHECKING:
     from tests.protocol.fuzz_harness import CoreFuzzer
 
-__all__ = ["CachingVerifier", "Durable", "Honest", "Setup"]
+__all__ = ["VERIFY_CACHE_MAX", "Durable", "Honest", "Setup"]
 
 VERIFY_CACHE_MAX = 1 << 16
 SLOT_ROUNDS_KEPT = 2  # rounds behind its committed state whose slots a member's record keeps
-
-
-class CachingVerifier:
-    """`identity.verify` with its verdicts remembered (members check the same signatures)."""
-
-    def __init__(self) -> None:
-        self.verdicts: dict[tuple[bytes, bytes, bytes, bytes], bool] = {}
-
-    def __call__(self, key: bytes, domain_bytes: bytes, body: bytes, signature: bytes) -> None:
-        cache_key = (key, domain_bytes, body, signature)
-        verdict = self.verdicts.get(cache_key)
-        if verdict is None:
-            try:
-                verify(key, domain_bytes, body, signature)
-                verdict = True
-            except SignatureError:
-                verdict = False
-            if len(self.verdicts) >= VERIFY_CACHE_MAX:
-                self.verdicts.clear()
-            self.verdicts[cache_key] = verdict
-        if not verdict:
-            verify(key, domain_bytes, body, signature)  # raises the real SignatureError
 
 
 @dataclass(frozen=True)
