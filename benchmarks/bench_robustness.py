@@ -17,7 +17,8 @@ of attackers ``b`` (``f = trim = b``; Bulyan, which needs n >= 4f + 3, gets f = 
 the configuration qora-p2p ships (the genesis module's `RULE_DEFAULT` with its
 `default_rule_params`, and `LedgerParams()`): reputation-weighted centered clipping with the
 ledger; ``centered_clipping`` is the same rule without the ledger, so every cell shows what the
-ledger adds or costs. ``--epochs E`` runs every member with E passes over its shard per round
+ledger adds or costs. ``backdoor_mode`` is the default with the coordinate clamp at the
+network's f (`qora_p2p.aggregation.clipping`), the documented mode against backdoors. ``--epochs E`` runs every member with E passes over its shard per round
 instead (the local work before fixed steps became the default: a member's update then grows with
 its shard).
 
@@ -85,6 +86,7 @@ ATTACKS = (
 )
 RULES = (
     "default",
+    "backdoor_mode",
     "centered_clipping",
     "fedavg",
     "trimmed_mean",
@@ -96,6 +98,7 @@ RULES = (
     "nnm+centered_clipping",
 )
 RULES_DEFAULT = ("default", "centered_clipping")
+WITH_LEDGER = ("default", "backdoor_mode")
 TRAINING = TrainingConfig(learning_rate=0.1, momentum=0.9)
 ROUNDS = 30
 # What the project ships (a genesis that names no rule), with the ledger: one definition, the genesis'.
@@ -134,6 +137,12 @@ class Task:
         return (self.dataset, self.alpha, self.members, self.seed)
 
 
+def backdoor_mode_params(members: int) -> dict[str, Any]:
+    """The documented backdoor mode: the default rule with the coordinate clamp at the network's
+    f (what a genesis can know; the true number of attackers is not)."""
+    return dict(DEFAULT_PARAMS, clamp=(members - 1) // 3)
+
+
 def configuration(task: Task) -> FederationConfig:
     f = max(task.byzantine, 1)
     table: dict[str, dict[str, Any]] = {
@@ -147,10 +156,11 @@ def configuration(task: Task) -> FederationConfig:
         "nnm+trimmed_mean": {"f": f, "trim": f},
         "nnm+centered_clipping": dict(CLIPPING, f=f),
         "default": DEFAULT_PARAMS,
+        "backdoor_mode": backdoor_mode_params(task.members),
     }
     return FederationConfig(
         dataset=task.dataset,
-        rule=DEFAULT_RULE if task.rule == "default" else task.rule,
+        rule=DEFAULT_RULE if task.rule in WITH_LEDGER else task.rule,
         rule_params=table[task.rule],
         members=task.members,
         byzantine=task.byzantine,
@@ -159,7 +169,7 @@ def configuration(task: Task) -> FederationConfig:
         alpha=task.alpha,
         rounds=ROUNDS,
         training=replace(TRAINING, epochs=task.epochs),
-        ledger=LedgerParams() if task.rule == "default" else None,
+        ledger=LedgerParams() if task.rule in WITH_LEDGER else None,
         seed=task.seed,
     )
 
@@ -320,11 +330,12 @@ def check_targets(summary: dict[str, Any]) -> list[tuple[str, str, bool | None]]
     if costs:
         cost, key = max(costs)
         results.append((f"the ledger never costs more than {LEDGER_COST_TARGET_POINTS:.0f} point against its rule without it", f"{cost:+.1f} at {key}", cost <= LEDGER_COST_TARGET_POINTS))
-    backdoor = [cell for cell in default if cell["attack"] == "backdoor"]
-    if backdoor:
-        success = max(cell["attack_success"] for cell in backdoor)
-        clean = max(cell["gap_mean"] for cell in backdoor)
-        results.append((f"backdoor success <= {BACKDOOR_SUCCESS_TARGET} at a clean cost <= {BACKDOOR_CLEAN_COST_TARGET_POINTS:.0f} points", f"success {success:.2f}, cost {clean:+.1f}", success <= BACKDOOR_SUCCESS_TARGET and clean <= BACKDOOR_CLEAN_COST_TARGET_POINTS))
+    for rule in ("default", "backdoor_mode"):
+        backdoor = [cell for cell in cells if cell["rule"] == rule and cell["attack"] == "backdoor" and cell["byzantine"] > 0]
+        if backdoor:
+            success = max(cell["attack_success"] for cell in backdoor)
+            clean = max(cell["gap_mean"] for cell in backdoor)
+            results.append((f"{rule}: backdoor success <= {BACKDOOR_SUCCESS_TARGET} at a clean cost <= {BACKDOOR_CLEAN_COST_TARGET_POINTS:.0f} points", f"success {success:.2f}, cost {clean:+.1f}", success <= BACKDOOR_SUCCESS_TARGET and clean <= BACKDOOR_CLEAN_COST_TARGET_POINTS))
     return results
 
 

@@ -21,6 +21,17 @@ Exact integer form, one rounding rule per step:
 An attacker moves the result by at most ``w_b * tau / sum(w)`` per iteration; the paper proves
 convergence (with worker momentum) for a Byzantine fraction up to about 0.1 and reports robustness
 well beyond it with ``tau`` near the honest updates' norm.
+
+Coordinate clamp (``clamp = k``, off by default): after the last iteration, every coordinate of
+the result is clamped into ``[v_(k), v_(n-1-k)]``, the ``k``-th smallest and largest input values
+of that coordinate (exact order statistics, `qora_p2p.aggregation.sorting`; ``k`` is capped at
+``(n - 1) // 2`` so that the interval is never empty). It is a defence against backdoors: a
+trigger lives in coordinates where honest updates are near zero and only the attackers push, and
+a mean of clipped differences lets ``k`` colluders move such a coordinate by up to ``k * tau / n``
+every round, which adds up; with the clamp the coordinate stays between honest values. It has a
+price: a coordinate that at most ``k`` honest members push (a class only they hold) is clamped
+too, and attacks that simulate the rule learn to live inside the interval (README, "Robustness").
+The deviations returned are distances to the clamped result.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ from qora_p2p.aggregation.base import (
     row_sq_distances,
 )
 from qora_p2p.aggregation.exact import DistanceAccumulator, column_chunks
+from qora_p2p.aggregation.sorting import OrderStatistics
 from qora_p2p.fixedpoint import VALUE_MAX, div_round, isqrt_ceil
 
 __all__ = ["Radius", "centered_clipping"]
@@ -68,7 +80,11 @@ class Radius:
 
 
 def centered_clipping(
-    batch: Batch, radius: Radius, iterations: int, center: npt.NDArray[np.int32] | None
+    batch: Batch,
+    radius: Radius,
+    iterations: int,
+    center: npt.NDArray[np.int32] | None,
+    clamp: int = 0,
 ) -> RuleOutput:
     """Centered clipping for ``iterations`` steps.
 
@@ -80,6 +96,7 @@ def centered_clipping(
         radius: the clipping radius rule (fixed-point units).
         iterations: number of clipping steps from the centre.
         center: (P,) int32 starting point; zero when None.
+        clamp: ``k`` of the coordinate clamp (module notes); 0 turns it off.
     """
     count, dimension = batch.count, batch.dimension
     weights = np.ones(count, dtype=np.int64) if batch.weights is None else batch.weights
@@ -114,4 +131,16 @@ def centered_clipping(
             return following.totals
 
         norms_squared = add_rows(map_blocks(count * dimension, chunks, step), count)
+    rank = min(clamp, (count - 1) // 2)
+    if rank:
+
+        def clamped(chunk: slice) -> list[int]:
+            block = batch.updates[:, chunk]
+            ordered = OrderStatistics(block, frozenset((rank, count - 1 - rank)))
+            np.clip(current[chunk], ordered.value(rank), ordered.value(count - 1 - rank), out=current[chunk])
+            distances = DistanceAccumulator(count)
+            distances.add(block, current[chunk])
+            return distances.totals
+
+        norms_squared = add_rows(map_blocks(count * dimension, chunks, clamped), count)
     return RuleOutput(current.astype(np.int32), np.arange(count), norms_squared)

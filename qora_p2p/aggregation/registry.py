@@ -162,6 +162,7 @@ def _build_centered_clipping(count: int, dimension: int, params: dict[str, Any])
     else:
         radius = Radius(scale=_integer(params, "tau_scale", 1, TAU_SCALE_MAX))
     iterations = _integer(params, "iterations", 1, ITERATIONS_MAX) if "iterations" in params else 1
+    clamp = _integer(params, "clamp", 0, INPUTS_MAX) if "clamp" in params else 0
     center = params.get("center")
     if center is not None:
         if not isinstance(center, np.ndarray) or center.dtype != np.int32:
@@ -170,7 +171,7 @@ def _build_centered_clipping(count: int, dimension: int, params: dict[str, Any])
             raise AggregationError(
                 f"parameter 'center' must have shape ({dimension},), got {center.shape}"
             )
-    return Built(lambda batch: centered_clipping(batch, radius, iterations, center))
+    return Built(lambda batch: centered_clipping(batch, radius, iterations, center, clamp))
 
 
 RULES: Mapping[str, Rule] = {
@@ -233,7 +234,7 @@ RULES: Mapping[str, Rule] = {
         Rule(
             "centered_clipping",
             "move from a centre by the mean of differences clipped to radius tau (or tau_scale medians)",
-            ("tau", "tau_scale", "iterations", "center"),
+            ("tau", "tau_scale", "iterations", "center", "clamp"),
             True,
             "each Byzantine input moves the result by <= tau*w/sum(w) per iteration",
             "O(nP) per iteration",

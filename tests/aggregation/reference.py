@@ -117,6 +117,7 @@ def centered_clipping(
     center: Row | None,
     weights: list[int] | None = None,
     tau_scale: int | None = None,
+    clamp: int = 0,
 ) -> tuple[Row, list[int]]:
     count = len(rows)
     weights = weights or [1] * count
@@ -136,6 +137,10 @@ def centered_clipping(
                 difference = [round(Fraction(d * tau, radius)) for d in difference]
             steps.append(difference)
         current = [v + mean(list(column), weights) for v, column in zip(current, zip(*steps, strict=True), strict=True)]
+    rank = min(clamp, (count - 1) // 2)
+    if rank:
+        columns = [sorted(column) for column in zip(*rows, strict=True)]
+        current = [min(max(v, column[rank]), column[count - 1 - rank]) for v, column in zip(current, columns, strict=True)]
     return current, list(range(count))
 
 
@@ -183,5 +188,6 @@ def run(  # noqa: PLR0911 (one branch per rule, as in the dispatch it mirrors)
             None if center is None else [int(v) for v in center],
             weights,
             params.get("tau_scale"),
+            params.get("clamp", 0),
         )
     raise ValueError(rule)

@@ -90,6 +90,8 @@ def cases(draw, rule: str, extra: int = 4, count_min: int = 1) -> Case:
         else:
             params["tau_scale"] = draw(st.one_of(st.sampled_from([1, 2**16, 64 << 16]), st.integers(1, 64 << 16)))
         params["iterations"] = draw(st.integers(1, 3))
+        if draw(st.booleans()):
+            params["clamp"] = draw(st.integers(0, 6))
     if rule.startswith("nnm+"):
         params["f"] = f
         minimum = max(minimum, 2 * f + 1)

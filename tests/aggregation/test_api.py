@@ -58,6 +58,8 @@ def test_trim_fraction_uses_the_decimal_value():
         ("centered_clipping", {"tau_scale": 0}, r"'tau_scale' must be in 1\.\."),
         ("centered_clipping", {"tau": 0}, r"'tau' must be in 1\.\."),
         ("centered_clipping", {"tau": 5, "iterations": 0}, r"'iterations' must be in"),
+        ("centered_clipping", {"tau": 5, "clamp": -1}, r"'clamp' must be in 0\.\."),
+        ("centered_clipping", {"tau": 5, "clamp": 1.5}, r"'clamp' must be an integer"),
         ("centered_clipping", {"tau": 5, "center": np.zeros(3, np.int32)}, r"'center' must have shape"),
         ("centered_clipping", {"tau": 5, "center": np.zeros(4)}, r"'center' must be an int32"),
         ("trimmed_mean", {}, r"exactly one of 'trim' or 'trim_fraction'"),

@@ -105,3 +105,34 @@ def test_bulyan_output_stays_in_the_honest_range(case):
     result = aggregate("bulyan", rows, f=f)
     bad = sorted(set(range(rows.shape[0])) - honest)
     assert_inside_honest_range(rows, bad, result.vector)
+
+
+@given(
+    honest_and_attackers(lambda count: (count - 1) // 2),
+    st.data(),
+)
+def test_clamped_centered_clipping_stays_in_the_honest_range(case, data):
+    """With ``clamp = k`` and at most ``k`` arbitrary inputs, every coordinate of centered
+    clipping's result is within the honest min..max, whatever the radius and centre."""
+    matrix, bad = case
+    count, dimension = matrix.shape
+    clamp = data.draw(st.integers(len(bad), count), label="clamp")
+    center = np.array(data.draw(st.lists(ANY_VALUE, min_size=dimension, max_size=dimension)), dtype=np.int32)
+    vector = aggregate("centered_clipping", matrix, tau=VALUE_MAX, center=center, clamp=clamp).vector
+    assert_inside_honest_range(matrix, bad, vector)
+
+
+def test_clamp_stops_colluders_pushing_a_coordinate_honest_members_leave_alone():
+    """The backdoor pattern: honest members send 0 in a trigger coordinate and three colluders push
+    it. Clipping alone lets them move it; ``clamp = 3`` keeps it at an honest value, and leaves
+    coordinates on which the honest members agree alone."""
+    rng = np.random.default_rng(5)
+    matrix = rng.integers(900, 1100, size=(10, 4), dtype=np.int32)
+    matrix[:, 3] = 0
+    matrix[:3, 3] = 5000
+    center = np.array([1000, 1000, 1000, 0], dtype=np.int32)  # the previous aggregate
+    unclamped = aggregate("centered_clipping", matrix, tau_scale=1 << 16, center=center).vector
+    clamped = aggregate("centered_clipping", matrix, tau_scale=1 << 16, center=center, clamp=3).vector
+    assert unclamped[3] > 0  # every round, by up to 3 * tau / n
+    assert clamped[3] == 0
+    assert clamped[:3].tolist() == unclamped[:3].tolist()

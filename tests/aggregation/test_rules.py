@@ -92,7 +92,7 @@ def test_threads_do_not_change_a_single_byte(rule, monkeypatch):
     if rule.startswith("nnm+"):
         params.setdefault("f", 3)
     if rule.endswith("centered_clipping"):
-        params.update(tau=2**22, iterations=3)
+        params.update(tau=2**22, iterations=3, clamp=3)
     monkeypatch.setattr(base, "PARALLEL_VALUES_MIN", 2**62)
     alone = aggregate(rule, matrix, **params)
     monkeypatch.setattr(base, "PARALLEL_VALUES_MIN", 0)
