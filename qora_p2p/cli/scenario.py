@@ -97,6 +97,8 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     print(f"committed:   {summary['committed']}")
     if summary["final_accuracy"] is not None:
         print(f"accuracy:    final {summary['final_accuracy']:.3f} (best {summary['best_accuracy']:.3f})")
+    if summary.get("final_attack_success") is not None:
+        print(f"backdoor:    attack success {summary['final_attack_success']:.3f} (the share of triggered test samples sent to the target)")
     for name, item in summary["detections"].items():
         verdict = f"banned from round {item['first_banned_round']}" if item["first_banned_round"] else "never banned"
         if item["banned_for_good"]:

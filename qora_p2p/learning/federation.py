@@ -185,9 +185,7 @@ class FederationResult:
 
 
 def _attack_success(model: Model, params: npt.NDArray[np.float64], dataset: Dataset, attack: Backdoor) -> float:
-    others = dataset.test_labels != attack.target
-    stamped = attack.stamp(dataset.test_features[others])
-    return float((model.logits(params, stamped).argmax(axis=1) == attack.target).mean())
+    return attack.success(model.logits(params, attack.stamp(dataset.test_features)), dataset.test_labels)
 
 
 def _trainers(

@@ -144,6 +144,7 @@ class RoundSummary:
     total_ms: float  # round start -> commit
     banned: list[int]
     accuracy: float | None
+    attack_success: float | None = None  # a backdoor attacker's own measure (`Workload.attack_success`)
     bytes_sent: int = 0  # totals over all peers since the node started, at commit
     bytes_received: int = 0
     cpu_s: float = 0.0  # process CPU time at commit
@@ -393,11 +394,15 @@ class Node:
         """Score each committed model on the test set off the effect loop (it must not delay the
         next round's training), then write the round's line, in commit order."""
         async for summary, commit in self._evaluations:
-            accuracy = await trio.to_thread.run_sync(self.workload.evaluate, commit.state.model)
-            self._report(replace(summary, accuracy=None if accuracy is None else round(accuracy, 4)), commit)
+            accuracy, success = await trio.to_thread.run_sync(self._scores, commit.state.model)
+            self._report(replace(summary, accuracy=accuracy, attack_success=success), commit)
             self.unreported -= 1
             self._reported.set()
             self._reported = trio.Event()
+
+    def _scores(self, model: npt.NDArray[np.int64]) -> tuple[float | None, float | None]:
+        accuracy, success = self.workload.evaluate(model), self.workload.attack_success(model)
+        return (None if accuracy is None else round(accuracy, 4)), (None if success is None else round(success, 4))
 
     def _report(self, summary: RoundSummary, commit: Commit) -> None:
         ledger = commit.state.ledger
@@ -416,6 +421,7 @@ class Node:
             total_ms=summary.total_ms,
             banned=summary.banned,
             accuracy=summary.accuracy,
+            attack_success=summary.attack_success,
             reputation=reputations,
             bytes_sent=summary.bytes_sent,
             bytes_received=summary.bytes_received,

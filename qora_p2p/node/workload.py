@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from qora_p2p.errors import ConfigError, LearningError
 from qora_p2p.fixedpoint import encode, to_bytes
-from qora_p2p.learning.attacks import Attack, resolve_attack, round_view
+from qora_p2p.learning.attacks import Attack, Backdoor, resolve_attack, round_view
 from qora_p2p.learning.data import PARTITIONS, load_dataset, partition
 from qora_p2p.learning.genesis_model import model_of
 from qora_p2p.learning.synthetic import synthetic_update
@@ -154,6 +154,11 @@ class Workload:
         """Test accuracy of the agreed model, when the workload has test data."""
         return None
 
+    def attack_success(self, model: npt.NDArray[np.int64]) -> float | None:
+        """A backdoor attacker's measure of its own success on the agreed model (the share of
+        triggered test samples of other classes classified as its target); None otherwise."""
+        return None
+
 
 class SyntheticWorkload(Workload):
     """The simulator's synthetic updates (see `qora_p2p.sim`), for protocol benchmarks."""
@@ -194,6 +199,12 @@ class LearningWorkload(Workload):
 
     def evaluate(self, model: npt.NDArray[np.int64]) -> float | None:
         return evaluate(self.model, self.params(model), self.dataset.test_features, self.dataset.test_labels).accuracy
+
+    def attack_success(self, model: npt.NDArray[np.int64]) -> float | None:
+        if not isinstance(self.attack, Backdoor):
+            return None
+        features = self.attack.stamp(self.dataset.test_features)
+        return self.attack.success(self.model.logits(self.params(model), features), self.dataset.test_labels)
 
 
 def build_workload(genesis: Genesis, member: int, config: WorkloadConfig) -> Workload:

@@ -59,6 +59,8 @@ def write_report(run: ScenarioRun) -> dict[str, Any]:
     chains = _chains(run, names)
     agreement, problems = _agreement(run, chains)
     reference = {line["round"]: line for line in logs[run.reference]}
+    # A backdoor attacker scores its own trigger on the committed model (the same on every member).
+    success = {line["round"]: line["attack_success"] for member in run.roles if run.roles[member] != "honest" for line in logs[member] if line.get("attack_success") is not None}
     rounds = []
     for round_number in range(1, scenario.rounds + 1):
         honest_lines = [line for member in run.honest for line in logs[member] if line["round"] == round_number]
@@ -77,6 +79,7 @@ def write_report(run: ScenarioRun) -> dict[str, Any]:
                 "commit_ms_p50": statistics.median(item["agree_ms"] for item in honest_lines) if honest_lines else None,
                 "honest_committed": len(honest_lines),
                 "reputation": line.get("reputation"),
+                "attack_success": success.get(round_number),
             }
         )
     byzantine = {member: role for member, role in run.roles.items() if role != "honest"}
@@ -114,6 +117,7 @@ def write_report(run: ScenarioRun) -> dict[str, Any]:
         "committed": committed,
         "final_accuracy": accuracies[-1] if accuracies else None,
         "best_accuracy": max(accuracies) if accuracies else None,
+        "final_attack_success": next((item["attack_success"] for item in reversed(rounds) if item["attack_success"] is not None), None),
         "detections": detections,
         "false_bans": false_bans,
         "latency_ms_p50": statistics.median(latencies) if latencies else None,
@@ -125,9 +129,9 @@ def write_report(run: ScenarioRun) -> dict[str, Any]:
     (run.directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     with (run.directory / "rounds.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["round", "hash", "accuracy", "inputs", "view", "banned", "latency_ms_p50", "commit_ms_p50", "honest_committed"])
+        writer.writerow(["round", "hash", "accuracy", "attack_success", "inputs", "view", "banned", "latency_ms_p50", "commit_ms_p50", "honest_committed"])
         for item in rounds:
-            writer.writerow([item["round"], item["hash"], item["accuracy"], item["inputs"], item["view"], " ".join(names[m] for m in item["banned"]), item["latency_ms_p50"], item["commit_ms_p50"], item["honest_committed"]])
+            writer.writerow([item["round"], item["hash"], item["accuracy"], item["attack_success"], item["inputs"], item["view"], " ".join(names[m] for m in item["banned"]), item["latency_ms_p50"], item["commit_ms_p50"], item["honest_committed"]])
     _plots(run, rounds, names)
     return summary
 
@@ -150,6 +154,9 @@ def _plots(run: ScenarioRun, rounds: list[dict[str, Any]], names: list[str]) -> 
     if any(item["accuracy"] is not None for item in rounds):
         figure, axis = plt.subplots(figsize=(7, 4))
         axis.plot(numbers, [item["accuracy"] for item in rounds], marker="o", markersize=3, label="honest members' model (identical)")
+        if any(item["attack_success"] is not None for item in rounds):
+            series = [math.nan if item["attack_success"] is None else item["attack_success"] for item in rounds]
+            axis.plot(numbers, series, marker="x", markersize=3, color="tab:red", label="backdoor attack success")
         axis.set(xlabel="round", ylabel="test accuracy", title=title, ylim=(0, 1))
         axis.grid(alpha=0.3)
         axis.legend(loc="lower right")

@@ -80,6 +80,19 @@ def test_learning_workload_checks_the_dataset_against_the_genesis_model():
         build_workload(genesis, 0, WorkloadConfig(dataset="digits"))
 
 
+def test_a_backdoor_attacker_scores_its_trigger_and_an_honest_member_does_not():
+    """A backdoor member reports the share of triggered test samples the agreed model sends to its
+    target (the scenario report's attack success); an honest member reports none."""
+    genesis = _genesis(ModelSpec("logistic", 65 * 10, 0, 64, 10))
+    attacker = build_workload(genesis, 1, WorkloadConfig(dataset="digits", attack="backdoor", attack_params={"target": 3}))
+    assert build_workload(genesis, 0, WorkloadConfig(dataset="digits")).attack_success(np.zeros(650, dtype=np.int64)) is None
+    rows = np.zeros((65, 10), dtype=np.int64)  # (features + bias) x classes, as the logistic model lays them out
+    rows[-1, 3] = 1 << genesis.frac_bits  # every sample's bias favours class 3: the trigger "always works"
+    assert attacker.attack_success(rows.reshape(-1)) == 1.0
+    rows[-1, 3], rows[-1, 5] = 0, 1 << genesis.frac_bits  # now everything is class 5: never the target
+    assert attacker.attack_success(rows.reshape(-1)) == 0.0
+
+
 def test_synthetic_workload_matches_the_simulator_and_attacks_forge():
     """The node's synthetic updates are the simulator's; a sign-flip member sends minus its update."""
     config = SimConfig(nodes=4, dimension=32, seed=5)

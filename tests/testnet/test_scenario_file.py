@@ -30,6 +30,7 @@ SHIPPED_GENESIS_HASHES = {
     "attack-mimic": "441b6371db8c76d1ffcfaac86346cead3951c9a5e713d4870d00b5dd42b5cfb0",
     "attack-scaling": "a51ba0e337c87d83f9a7d9a1401c223a42609328bff0cc66fff04db2e8c17a7b",
     "attack-sign-flip": "bf346f4df85441460017ca801cafb561171166ab06abdea1a6e764758a83e2f5",
+    "backdoor-mode": "3549d617b7a2953e074605e5a89c8d4bdb42420278883a4a5a387eab49e93c74",
     "crash-restart": "b4c7789dd5348467f4051dc0ada4bc9726d6bff16619788a82a4597f018d4b8a",
     "equivocation": "96bc70f1a407c874d0537e5a0678af5831dd14f5f8a3f2c1c89b25d08856d823",
     "late-join": "521b15eeba11a28bd141f3de1016b043b516665d39aa7510630f26e7a4328671",

@@ -165,6 +165,12 @@ class Backdoor(Attack):
         stamped[:, -self.trigger_size :] = self.trigger_value
         return stamped
 
+    def success(self, logits: npt.NDArray[np.float64], labels: npt.NDArray[np.int64]) -> float:
+        """Attack success from a model's ``logits`` on stamped test samples with true ``labels``:
+        the share of samples not of the target class that the model assigns to the target."""
+        others = labels != self.target
+        return float((logits[others].argmax(axis=1) == self.target).mean()) if others.any() else 0.0
+
     def poison_data(self, features, labels, classes, rng):  # type: ignore[no-untyped-def]
         if not 0 <= self.target < classes:
             raise LearningError(f"backdoor target {self.target} is not a class (0..{classes - 1})")
