@@ -6,6 +6,7 @@
     qora-keys network --addresses 10.0.0.1:7000,10.0.0.2:7000,... --out net/
     qora-keys network --nodes 4 --out net/ --set reputation.opposing_penalty=0.05 --set aggregation.rule=median
     qora-keys network --nodes 4 --out net/ --genesis genesis.toml   # a peers.toml without network_id, members
+    qora-keys network --nodes 4 --out net/ --compose                # + net/compose.yml (docker/README.md)
 
 Every genesis parameter can be given: in a fragment file (--genesis, the tables of peers.toml), by
 the model and rule options, and by --set PATH=VALUE, later ones winning in that order. All of them
@@ -24,6 +25,7 @@ from typing import Any
 
 from qora_p2p.errors import ConfigError, KeyFileError, KeyFormatError
 from qora_p2p.identity import Identity, public_key_hex, read_key_file, write_key_file
+from qora_p2p.node.compose import COMPOSE_PORT, IMAGE_DEFAULT, IMAGE_UID, compose_document
 from qora_p2p.node.network import create_network, free_ports, with_model_defaults
 from qora_p2p.protocol.genesis import RULE_DEFAULT, apply_settings, describe_settings
 from qora_p2p.schema import read_toml
@@ -43,6 +45,8 @@ def _addresses(args: argparse.Namespace) -> list[tuple[str, int]]:
         return result
     if args.nodes is None or args.nodes < 1:
         raise ConfigError("give --nodes N (a local network) or --addresses host:port,...")
+    if args.compose:
+        return [(f"node-{index:02d}", COMPOSE_PORT) for index in range(args.nodes)]
     if args.base_port:
         return [(args.host, args.base_port + index) for index in range(args.nodes)]
     return [(args.host, port) for port in free_ports(args.host, args.nodes)]
@@ -68,14 +72,25 @@ def _fragment(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _network(args: argparse.Namespace) -> int:
-    genesis, paths = create_network(
-        Path(args.out), _addresses(args), _fragment(args), network_id=args.network_id, origin="qora-keys network", overwrite=args.force
-    )
+    if args.compose and args.addresses:
+        raise ConfigError("--compose addresses members by service name (node-00:7000, ...); give --nodes N, not --addresses")
+    out = Path(args.out)
+    compose = out / "compose.yml"
+    if args.compose and compose.exists() and not args.force:
+        raise ConfigError(f"{compose} exists; pass --force to replace the network")
+    genesis, paths = create_network(out, _addresses(args), _fragment(args), network_id=args.network_id, origin="qora-keys network", overwrite=args.force)
     print(f"network {genesis.network_id}: {genesis.size} members, f = {genesis.faulty}, quorum = {genesis.quorum}")
     print(f"genesis hash {genesis.hash.hex()}")
     print(f"wrote {Path(args.out) / 'peers.toml'} and {len(paths)} key files under {Path(args.out) / 'keys'} (mode 0600)")
     for member, path in zip(genesis.members, paths, strict=True):
         print(f"  {member.name:12s} {member.address:22s} {public_key_hex(member.public_key)}  {path}")
+    if args.compose:
+        document = compose_document(genesis, [path.relative_to(out).as_posix() for path in paths], image=args.image)
+        temporary = compose.with_suffix(".yml.tmp")
+        temporary.write_text(document, encoding="utf-8")
+        temporary.replace(compose)
+        print(f"wrote {compose}: one service per member on an internal network, image {args.image}")
+        print(f"next: chown {IMAGE_UID}:{IMAGE_UID} {out / 'keys'}/*.key && (cd {out} && docker compose up -d)")
     return 0
 
 
@@ -110,6 +125,8 @@ def parser() -> argparse.ArgumentParser:
     network.add_argument("--rule", help=f"aggregation.rule (default {RULE_DEFAULT}, with its default parameters)")
     network.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a rule parameter, same as --set aggregation.KEY=VALUE (repeatable)")
     network.add_argument("--no-reputation", action="store_true", help="disable the reputation ledger (reputation.enabled=false)")
+    network.add_argument("--compose", action="store_true", help="members node-00..: on port 7000 of a compose network, and OUT/compose.yml (needs --nodes)")
+    network.add_argument("--image", default=IMAGE_DEFAULT, help=f"the image compose.yml runs (default {IMAGE_DEFAULT}; docker/build.sh makes it)")
     network.add_argument("--force", action="store_true", help="replace an existing network")
     return top
 

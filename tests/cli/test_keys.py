@@ -100,3 +100,44 @@ def test_network_help_lists_the_genesis_parameters():
     """network --help documents --set, --genesis and every genesis parameter's path."""
     result = subprocess.run([sys.executable, "-m", "qora_p2p.cli.keys", "network", "--help"], capture_output=True, text=True, check=True)
     assert "--set PATH=VALUE" in result.stdout and "--genesis" in result.stdout and "reputation.opposing_penalty" in result.stdout
+
+
+def _services(text):
+    """compose.yml's service blocks by name (the generator's fixed layout: two-space names)."""
+    body = text.split("\nservices:\n", 1)[1].split("\nnetworks:\n", 1)[0]
+    blocks: dict[str, list[str]] = {}
+    name = ""
+    for line in body.splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            name = line.strip().rstrip(":")
+            blocks[name] = []
+        else:
+            blocks[name].append(line.strip())
+    return blocks
+
+
+def test_network_compose_addresses_members_by_service_name_and_mounts_each_key_once(tmp_path, capsys):
+    """--compose: members node-XX:7000, and compose.yml runs one service per member on an internal
+    network, with peers.toml, its own key file only, and its own volume."""
+    assert main(["network", "--nodes", "4", "--out", str(tmp_path), "--compose", "--image", "qora-p2p:test"]) == 0
+    genesis = load_genesis(tmp_path / "peers.toml")
+    assert [member.address for member in genesis.members] == [f"node-{index:02d}:7000" for index in range(4)]
+    text = (tmp_path / "compose.yml").read_text()
+    services = _services(text)
+    assert sorted(services) == [member.name for member in genesis.members]
+    for name, lines in services.items():
+        mounts = [line for line in lines if line.startswith('- "')]
+        assert mounts == ['- "./peers.toml:/etc/qora/peers.toml:ro"', f'- "./keys/{name}.key:/etc/qora/node.key:ro"', f'- "{name}-data:/data"']
+        assert 'image: "qora-p2p:test"' in lines and f'hostname: "{name}"' in lines and 'restart: "unless-stopped"' in lines
+    assert "\nnetworks:\n  qora:\n    internal: true\n" in text
+    assert "chown 10001:10001" in capsys.readouterr().out
+
+
+def test_network_compose_refuses_addresses_and_an_existing_file(tmp_path, capsys):
+    """--compose names the addresses itself, and never replaces a compose.yml without --force."""
+    assert main(["network", "--addresses", "a:7000,b:7000,c:7000,d:7000", "--out", str(tmp_path), "--compose"]) == 2
+    assert "--compose addresses members by service name" in capsys.readouterr().err
+    assert main(["network", "--nodes", "4", "--out", str(tmp_path), "--compose"]) == 0
+    before = (tmp_path / "compose.yml").read_text()
+    assert main(["network", "--nodes", "4", "--out", str(tmp_path), "--compose"]) == 3
+    assert (tmp_path / "compose.yml").read_text() == before
