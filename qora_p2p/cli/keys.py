@@ -6,7 +6,7 @@
     qora-keys network --addresses 10.0.0.1:7000,10.0.0.2:7000,... --out net/
     qora-keys network --nodes 4 --out net/ --set reputation.opposing_penalty=0.05 --set aggregation.rule=median
     qora-keys network --nodes 4 --out net/ --genesis genesis.toml   # a peers.toml without network_id, members
-    qora-keys network --nodes 4 --out net/ --compose                # + net/compose.yml (docker/README.md)
+    qora-keys network --nodes 4 --out net/ --compose                # + net/compose.yml (README: "Running on several machines")
 
 Every genesis parameter can be given: in a fragment file (--genesis, the tables of peers.toml), by
 the model and rule options, and by --set PATH=VALUE, later ones winning in that order. All of them
