@@ -33,7 +33,9 @@ A scenario file (``scenarios/*.toml``) names everything a run needs::
     profile = "sign_flip"
     count = 1
 
-    [[faults]]                       # when the first honest member commits at_round (or at_s seconds in)
+    [[faults]]                       # when the first honest member commits at_round and no member
+                                     # abstains (a start-up straggler is already the tolerated fault),
+                                     # or at_s seconds in
     at_round = 5
     action = "kill"                  # kill | restart | stop | continue | start | partition | heal | delay | drop
     nodes = [2]                      # member indices (partition: groups = [[...], [...]])
@@ -394,6 +396,8 @@ def run_scenario(  # noqa: PLR0912 (the runner's one loop: start, follow, apply 
     tails = {member: _Tail(cluster.log_path(member)) for member in range(scenario.nodes)}
     hashes: dict[int, dict[int, str]] = {member: {} for member in range(scenario.nodes)}
     first_lines: dict[int, dict[str, Any]] = {}  # round -> the first honest round line seen
+    abstaining: set[int] = set()  # members whose last node_started said so, until abstain_ended
+    announced: set[int] = set()  # members whose node_started line since their last (re)start is in
     reported = 0
     last_progress = time.monotonic()
     try:
@@ -411,6 +415,11 @@ def run_scenario(  # noqa: PLR0912 (the runner's one loop: start, follow, apply 
                                 last_progress = time.monotonic()
                         elif line.get("event") == "caught_up":
                             last_progress = time.monotonic()
+                        elif line.get("event") == "node_started":
+                            announced.add(member)
+                            (abstaining.add if line.get("abstaining") else abstaining.discard)(member)
+                        elif line.get("event") == "abstain_ended":
+                            abstaining.discard(member)
                 committed = max(first_lines, default=0)
                 while reported < committed:
                     reported += 1
@@ -429,11 +438,19 @@ def run_scenario(  # noqa: PLR0912 (the runner's one loop: start, follow, apply 
                     if on_round is not None:
                         on_round(reported, status)
                 elapsed = time.monotonic() - started
+                # A member that started after its peers passed round 1 abstains (qora_p2p.protocol.abstain):
+                # the network already counts it as its one tolerated fault, so a round-timed fault waits
+                # until it signs again rather than exceed f on top of it.
+                running = [m for m in cluster.processes if m not in run.killed and cluster.returncode(m) is None]
+                settled = all(m in announced and m not in abstaining for m in running)
                 for fault in list(pending):
-                    due = (fault.at_round is not None and committed >= fault.at_round) or (fault.at_s is not None and elapsed >= fault.at_s)
+                    due = (fault.at_round is not None and committed >= fault.at_round and settled) or (fault.at_s is not None and elapsed >= fault.at_s)
                     if due:
                         pending.remove(fault)
                         _apply(cluster, fault, run, node_args, blocked, link)
+                        if fault.action in ("start", "restart"):
+                            announced.difference_update(fault.nodes)
+                            settled = False
                         event = {"fault": fault.describe(), "seconds": round(elapsed, 2), "round": committed}
                         run.applied.append(event)
                         if on_fault is not None:

@@ -55,6 +55,27 @@ def test_kill_restart_and_partition_heal_with_five_nodes(tmp_path):
     assert (tmp_path / "latency.png").stat().st_size > 0 and (tmp_path / "rounds.csv").read_text().count("\n") == 15
 
 
+def test_a_round_timed_fault_waits_for_a_late_member_to_stop_abstaining(tmp_path):
+    """Five processes, one started late: it abstains, and the network counts it as its one
+    tolerated fault. A kill scheduled for the next round waits until the late member signs again
+    (or has finished), so the schedule never takes two members out of a network that tolerates
+    one; every round commits and every chain agrees."""
+    scenario = _scenario(
+        5,
+        12,
+        [
+            {"at_round": 3, "action": "start", "nodes": [4]},
+            {"at_round": 4, "action": "kill", "nodes": [1]},
+            {"at_round": 9, "action": "restart", "nodes": [1]},
+        ],
+    )
+    run = run_scenario(scenario, tmp_path)
+    summary = write_report(run)
+    _check(run, summary)  # without the wait: a stall at the kill (two members out, f = 1)
+    applied = {event["fault"].split(": ")[1].split(" ")[0]: event["round"] for event in summary["faults"]}
+    assert applied["kill"] > applied["start"], applied
+
+
 @pytest.mark.slow
 def test_quickstart_like_run_with_faults_and_attackers(tmp_path):
     """Ten processes on digits: two attackers (Gaussian noise, equivocation), then a crash, then a
