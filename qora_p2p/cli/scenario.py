@@ -13,6 +13,10 @@ accuracy.png, reputation.png, latency.png, and every node's log under network/lo
 ``matrix`` runs the scenario once per (rule, attack, fraction of attackers) and writes a table
 (matrix.csv, matrix.md) and one heatmap of final accuracy per fraction.
 
+``--net netns`` runs every member in a network namespace of its own, with faults on packets
+(nftables, tc, a userspace delay link); it needs root, iproute2, nftables and ethtool, and says
+which is missing. The namespaces are deleted however the run ends (Ctrl-C and SIGTERM included).
+
 Exit codes: 0 all runs finished with honest agreement; 1 a run broke agreement, stalled or did not
 finish; 2 bad usage or an invalid scenario (the message names the field); 130 interrupted.
 """
@@ -22,7 +26,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import signal
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +36,7 @@ from typing import Any
 
 from qora_p2p.errors import ConfigError, QoraError
 from qora_p2p.protocol.genesis import apply_settings
+from qora_p2p.testnet.links import NETS
 from qora_p2p.testnet.scenario import (
     Scenario,
     ScenarioRun,
@@ -37,6 +44,7 @@ from qora_p2p.testnet.scenario import (
     resolve_profile,
     run_scenario,
     with_genesis,
+    with_net,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -51,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--rounds", type=int, help="override the scenario's rounds")
     run.add_argument("--json", action="store_true", help="print the summary as JSON at the end")
     run.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="override a genesis parameter of the scenario (repeatable; see qora-keys network --help)")
+    run.add_argument("--net", choices=NETS, help="how link faults are made: transport (default; in each node) or netns (a network namespace per member, faults on packets; needs root, iproute2, nftables, ethtool)")
     matrix = commands.add_parser("matrix", help="rules x attacks x fractions: a comparison table and heatmaps")
     matrix.add_argument("scenario", type=Path, help="base scenario (its byzantine list is replaced)")
     matrix.add_argument("--rules", required=True, help="comma-separated aggregation rules")
@@ -59,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
     matrix.add_argument("--rounds", type=int, help="override the scenario's rounds")
     matrix.add_argument("--out", type=Path, help="output directory (default runs/matrix-<time>)")
     matrix.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="override a genesis parameter of the base scenario (repeatable)")
+    matrix.add_argument("--net", choices=NETS, help="as for run")
     commands.add_parser("list", help="list the shipped scenarios and node profiles")
     return top
 
@@ -116,6 +126,8 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     scenario = with_genesis(load_scenario(args.scenario), apply_settings({}, args.set))
+    if args.net is not None:
+        scenario = with_net(scenario, args.net)
     if args.rounds is not None:
         if args.rounds < 1:
             raise ConfigError("--rounds must be at least 1")
@@ -133,6 +145,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _matrix(args: argparse.Namespace) -> int:
     base = with_genesis(load_scenario(args.scenario), apply_settings({}, args.set))
+    if args.net is not None:
+        base = with_net(base, args.net)
     rules = [item.strip() for item in args.rules.split(",") if item.strip()]
     attacks = [item.strip() for item in args.attacks.split(",") if item.strip()]
     try:
@@ -209,8 +223,13 @@ def _list() -> int:
     return EXIT_OK
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops a run the way Ctrl-C does: nodes stopped, namespaces deleted
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         if args.command == "run":
             return _run(args)
@@ -226,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     except QoraError as error:
         print(f"qora-scenario: {error}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

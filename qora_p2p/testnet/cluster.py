@@ -80,8 +80,9 @@ def read_log(path: Path) -> Iterator[dict[str, Any]]:
 class LocalCluster:
     """Member processes of one network under ``directory``. Use as a context manager."""
 
-    def __init__(self, directory: Path, python: str = sys.executable) -> None:
+    def __init__(self, directory: Path, python: str = sys.executable, wrap: Callable[[int], Sequence[str]] | None = None) -> None:
         self.directory = Path(directory)
+        self.wrap = wrap  # a command prefix per member (``ip netns exec NS``), for packet-level networks
         self.genesis: Genesis = load_genesis(self.directory / "peers.toml")
         self.names = [member.name for member in self.genesis.members]
         self.python = python
@@ -106,8 +107,11 @@ class LocalCluster:
         host: str = "127.0.0.1",
         origin: str = "genesis",
         path: str = "",
+        addresses: Sequence[tuple[str, int]] | None = None,
+        wrap: Callable[[int], Sequence[str]] | None = None,
     ) -> LocalCluster:
-        """Write a new network with ``nodes`` members on free loopback ports into ``directory``.
+        """Write a new network with ``nodes`` members on free loopback ports into ``directory``
+        (or on ``addresses``, with each member's command prefixed by ``wrap(member)``).
 
         ``genesis`` is a genesis fragment (peers.toml without network_id and members, as a
         scenario's ``[genesis]`` table); without one, the fragment is made of ``model``, ``rule``,
@@ -119,9 +123,12 @@ class LocalCluster:
                 raise QoraError("LocalCluster.create needs a genesis fragment or a model")
             params = default_rule_params(rule) if rule_params is None else dict(rule_params)
             genesis = genesis_fragment(Genesis(network_id, placeholder_members(1), model, rule, params, frac_bits, ledger, timing))
-        addresses = [(host, port) for port in free_ports(host, nodes)]
+        if addresses is None:
+            addresses = [(host, port) for port in free_ports(host, nodes)]
+        elif len(addresses) != nodes:
+            raise QoraError(f"{nodes} members need {nodes} addresses, got {len(addresses)}")
         create_network(Path(directory), addresses, genesis, network_id=network_id, origin=origin, path=path)
-        return cls(directory)
+        return cls(directory, wrap=wrap)
 
     # ------------------------------------------------------------------------------- paths
 
@@ -143,6 +150,7 @@ class LocalCluster:
         self.log_path(index).parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path(index).open("ab")
         command = [
+            *(self.wrap(index) if self.wrap is not None else ()),
             self.python,
             "-m",
             "qora_p2p.cli.node",

@@ -18,7 +18,7 @@ from qora_p2p.errors import QoraError
 from qora_p2p.node.inspect import inspect_chain
 from qora_p2p.protocol.genesis import load_genesis
 from qora_p2p.testnet.cluster import read_log
-from qora_p2p.testnet.scenario import PARTITION_METHOD, ScenarioRun
+from qora_p2p.testnet.scenario import ScenarioRun
 
 __all__ = ["write_report"]
 
@@ -123,7 +123,7 @@ def write_report(run: ScenarioRun) -> dict[str, Any]:
         "latency_ms_p50": statistics.median(latencies) if latencies else None,
         "latency_ms_p95": sorted(latencies)[int(0.95 * (len(latencies) - 1))] if latencies else None,
         "faults": run.applied,
-        "partition_method": PARTITION_METHOD,
+        "partition_method": run.method,
         "seconds": round(run.seconds, 1),
     }
     (run.directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -10,6 +10,7 @@ A scenario file (``scenarios/*.toml``) names everything a run needs::
 
     [network]
     nodes = 10
+    net = "transport"                # or "netns": a network namespace per member, faults on packets
 
     [genesis.model]                  # the genesis: a peers.toml fragment, same tables and keys
     kind = "logistic"                # logistic | mlp (with hidden = [..]) | synthetic (with dimension)
@@ -38,7 +39,9 @@ A scenario file (``scenarios/*.toml``) names everything a run needs::
                                      # or at_s seconds in
     at_round = 5
     action = "kill"                  # kill | restart | stop | continue | start | partition | heal | delay | drop
+                                     # and, with net = "netns": link_down | link_up | rate | firewall_close | firewall_open
     nodes = [2]                      # member indices (partition: groups = [[...], [...]])
+                                     # delay_ms = 50, drop = 0.1, rate_kbit = 2000 for those actions
 
 The ``[genesis]`` table is read by the genesis schema itself (`qora_p2p.protocol.genesis`), so it
 takes every peers.toml parameter under the same name and fails with the same messages, prefixed
@@ -53,9 +56,12 @@ start late. Every value is validated on load; an error names the field (``faults
 their triggers come, prints one progress line per round (honest accuracy, hash agreement, bans),
 then stops everything and writes the run directory (see `qora_p2p.testnet.report`).
 
-Partitions and link faults are injected in each node's transport (a fault file the node re-reads):
-messages between the groups are dropped in both directions while TCP connections stay up. The
-report says so. (Real packet filtering would need a network namespace per run.)
+Link faults go through `qora_p2p.testnet.links`: by default they are injected in each node's
+transport (a fault file the node re-reads; messages between groups are dropped while TCP
+connections stay up, and delay and drop act on every member). With ``net = "netns"`` (or
+``qora-scenario run --net netns``) every member runs in its own network namespace and faults act
+on packets (`qora_p2p.testnet.netns`); the namespaces are torn down however the run ends. The
+report states the method.
 """
 
 from __future__ import annotations
@@ -75,14 +81,17 @@ from qora_p2p.node.network import DATASET_DEFAULT, DATASET_SHAPES, with_model_de
 from qora_p2p.protocol.genesis import Genesis, ModelSpec, genesis_from_fragment, placeholder_members
 from qora_p2p.schema import Table, merge, read_toml
 from qora_p2p.testnet.cluster import LocalCluster
+from qora_p2p.testnet.links import NETNS_ONLY_ACTIONS, NETS, Links, TransportLinks
+from qora_p2p.testnet.netns import PacketNetwork
 from qora_p2p.testnet.profile import Profile, load_profile
 
-__all__ = ["Fault", "Scenario", "ScenarioRun", "load_scenario", "parse_scenario", "run_scenario", "with_genesis"]
+__all__ = ["Fault", "Scenario", "ScenarioRun", "load_scenario", "parse_scenario", "run_scenario", "with_genesis", "with_net"]
 
 NODES_MAX = 64  # processes on one machine; beyond this use several machines
 ROUNDS_MAX = 10_000
-ACTIONS = ("kill", "restart", "stop", "continue", "start", "partition", "heal", "delay", "drop")
-PARTITION_METHOD = "transport fault injection (messages between groups dropped in both directions; TCP connections stay up)"
+ACTIONS = ("kill", "restart", "stop", "continue", "start", "partition", "heal", "delay", "drop", *NETNS_ONLY_ACTIONS)
+MEMBER_ACTIONS = ("kill", "restart", "stop", "continue", "start", "link_down", "link_up", "rate", "firewall_close", "firewall_open")
+RATE_KBIT_MAX = 10_000_000
 POLL_S = 0.25  # how often the runner looks at the nodes
 SCENARIO_BYTES_MAX = 256 << 10
 NETWORK_ID_LENGTH_MAX = 60  # a network id is derived from the scenario name, kept under the 64 allowed
@@ -97,11 +106,12 @@ class Fault:
     at_s: float | None = None
     delay_ms: int = 0
     drop: float = 0.0
+    rate_kbit: int = 0
 
     def describe(self) -> str:
         when = f"round {self.at_round}" if self.at_round is not None else f"{self.at_s:g} s"
         target = f" groups {[list(g) for g in self.groups]}" if self.groups else (f" nodes {list(self.nodes)}" if self.nodes else "")
-        extra = f" {self.delay_ms} ms" if self.action == "delay" else (f" p={self.drop:g}" if self.action == "drop" else "")
+        extra = {"delay": f" {self.delay_ms} ms", "drop": f" p={self.drop:g}", "rate": f" {self.rate_kbit} kbit/s"}.get(self.action, "")
         return f"at {when}: {self.action}{target}{extra}"
 
 
@@ -119,6 +129,7 @@ class Scenario:
     faults: tuple[Fault, ...]
     stall_timeout_s: float
     source: Path | None = None
+    net: str = "transport"  # how link faults are made: qora_p2p.testnet.links.NETS
     profiles: dict[str, tuple[Path, Profile]] = field(default_factory=dict)
 
     @property
@@ -170,7 +181,7 @@ def with_genesis(scenario: Scenario, changes: Mapping[str, Any]) -> Scenario:
 
 
 def _fault(reader: Table, nodes: int) -> Fault:
-    reader.only("at_round", "at_s", "action", "nodes", "groups", "delay_ms", "drop")
+    reader.only("at_round", "at_s", "action", "nodes", "groups", "delay_ms", "drop", "rate_kbit")
     action = reader.get("action", str)
     if action not in ACTIONS:
         raise reader.error("action", f"must be one of {', '.join(ACTIONS)}, got {action!r}")
@@ -192,11 +203,32 @@ def _fault(reader: Table, nodes: int) -> Fault:
         flat = [member for group in groups for member in group]
         if len(groups) < 2 or len(flat) != len(set(flat)):
             raise reader.error("groups", "need at least two disjoint groups")
-    elif action in ("kill", "restart", "stop", "continue", "start") and not listed:
+    elif action in MEMBER_ACTIONS and not listed:
         raise reader.error("nodes", f"{action} needs the members it acts on")
     delay_ms = reader.get("delay_ms", int, 0, low=0, high=10_000)
     drop = float(reader.get("drop", (int, float), 0.0, low=0.0, high=1.0))
-    return Fault(action, listed, groups, at_round, None if at_s is None else float(at_s), delay_ms, drop)
+    rate_kbit = reader.get("rate_kbit", int, 0, low=0, high=RATE_KBIT_MAX)
+    if action == "rate" and not rate_kbit:
+        raise reader.error("rate_kbit", "rate needs rate_kbit, the limit in kbit/s (at least 1)")
+    return Fault(action, listed, groups, at_round, None if at_s is None else float(at_s), delay_ms, drop, rate_kbit)
+
+
+def with_net(scenario: Scenario, net: str) -> Scenario:
+    """``scenario`` run on ``net`` (transport or netns).
+
+    Raises:
+        ConfigError: ``net`` is unknown, or a fault needs packet-level links that ``net`` lacks.
+    """
+    origin = scenario.origin
+    if net not in NETS:
+        raise ConfigError(f"{origin}: network.net must be one of {', '.join(NETS)}, got {net!r}")
+    if net == "transport":
+        for index, fault in enumerate(scenario.faults):
+            if fault.action in NETNS_ONLY_ACTIONS:
+                raise ConfigError(f"{origin}: faults[{index}].action: {fault.action} needs a packet-level network (network.net = \"netns\" or --net netns)")
+            if fault.action in ("delay", "drop") and fault.nodes and sorted(fault.nodes) != list(range(scenario.nodes)):
+                raise ConfigError(f"{origin}: faults[{index}].nodes: transport fault injection applies {fault.action} to every member; some members need --net netns")
+    return replace(scenario, net=net)
 
 
 def parse_scenario(document: Mapping[str, Any], source: Path | None = None) -> Scenario:
@@ -211,8 +243,9 @@ def parse_scenario(document: Mapping[str, Any], source: Path | None = None) -> S
     name = root.get("name", str, source.stem if source else "scenario")
     network = root.table_of("network")
     assert network is not None
-    network.only("nodes")
+    network.only("nodes", "net")
     nodes = network.get("nodes", int, low=1, high=NODES_MAX)
+    net = network.get("net", str, "transport")
     workload_table = root.table_of("workload", required=False) or Table({}, "workload", origin)
     workload_table.only("dataset", "partition", "alpha", "data_seed", *[item for item in TrainingConfig.__dataclass_fields__])
     dataset = workload_table.get("dataset", str, DATASET_DEFAULT)
@@ -240,7 +273,7 @@ def parse_scenario(document: Mapping[str, Any], source: Path | None = None) -> S
     if scenario.byzantine_count >= nodes:
         raise root.error("byzantine", f"{scenario.byzantine_count} Byzantine members leave no honest member of {nodes}")
     scenario.profiles.update({profile: resolve_profile(profile, source) for profile, _ in byzantine})
-    return scenario
+    return with_net(scenario, net)
 
 
 def resolve_profile(name: str, source: Path | None) -> tuple[Path, Profile]:
@@ -282,6 +315,7 @@ class ScenarioRun:
     failure: str | None = None
     seconds: float = 0.0
     killed: set[int] = field(default_factory=set)  # members killed and not (yet) restarted
+    method: str = TransportLinks.method  # how link faults were made, for the report
 
     @property
     def honest(self) -> list[int]:
@@ -351,16 +385,7 @@ class _Tail:
         return items
 
 
-def _write_faults(cluster: LocalCluster, blocked: dict[int, set[int]], delay_ms: int, drop: float) -> None:
-    for index in range(cluster.genesis.size):
-        path = cluster.directory / "faults" / f"{cluster.names[index]}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"blocked": sorted(blocked.get(index, ())), "delay_ms": delay_ms, "drop": drop}))
-        temporary.replace(path)
-
-
-def run_scenario(  # noqa: PLR0912 (the runner's one loop: start, follow, apply faults, detect stalls, stop)
+def run_scenario(
     scenario: Scenario,
     out: Path,
     *,
@@ -380,13 +405,42 @@ def run_scenario(  # noqa: PLR0912 (the runner's one loop: start, follow, apply 
     late = {member for fault in scenario.faults if fault.action == "start" for member in fault.nodes}
     reference = next((member for member in honest if member not in late), honest[0])
     run = ScenarioRun(scenario, out, roles, reference)
+    packets = None
+    if scenario.net == "netns":
+        delayed = {member for fault in scenario.faults if fault.action == "delay" for member in (fault.nodes or range(scenario.nodes))}
+        packets = PacketNetwork(scenario.nodes, delayed)
+        packets.create()  # raises NetnsError (what is missing, or which check failed) before any node starts
+    try:
+        return _follow(scenario, run, packets, on_round, on_fault)
+    finally:
+        if packets is not None:
+            left = packets.teardown()
+            if left:
+                run.failure = (run.failure + "; " if run.failure else "") + f"could not delete namespaces {left}"
+
+
+def _follow(  # noqa: PLR0912 (the runner's one loop: start, follow, apply faults, detect stalls, stop)
+    scenario: Scenario,
+    run: ScenarioRun,
+    packets: PacketNetwork | None,
+    on_round: Callable[[int, dict[str, Any]], None] | None,
+    on_fault: Callable[[dict[str, Any]], None] | None,
+) -> ScenarioRun:
+    roles, out, honest = run.roles, run.directory, run.honest
+    late = {member for fault in scenario.faults if fault.action == "start" for member in fault.nodes}
     cluster = LocalCluster.create(
-        out / "network", scenario.nodes, genesis=scenario.fragment, network_id=scenario.network_id, origin=scenario.origin, path="genesis"
+        out / "network",
+        scenario.nodes,
+        genesis=scenario.fragment,
+        network_id=scenario.network_id,
+        origin=scenario.origin,
+        path="genesis",
+        addresses=None if packets is None else packets.addresses(),
+        wrap=None if packets is None else packets.wrap,
     )
     started = time.monotonic()
-    blocked: dict[int, set[int]] = {}
-    link = {"delay_ms": 0, "drop": 0.0}
-    _write_faults(cluster, blocked, 0, 0.0)
+    links: Links = packets if packets is not None else TransportLinks(cluster.directory / "faults", cluster.names)
+    run.method = links.method
     coalition = coalitions(scenario, roles)
     node_args = {
         member: _node_args(scenario, roles[member], cluster.directory / "faults" / f"{cluster.names[member]}.json", coalition.get(member, ()))
@@ -447,11 +501,17 @@ def run_scenario(  # noqa: PLR0912 (the runner's one loop: start, follow, apply 
                     due = (fault.at_round is not None and committed >= fault.at_round and settled) or (fault.at_s is not None and elapsed >= fault.at_s)
                     if due:
                         pending.remove(fault)
-                        _apply(cluster, fault, run, node_args, blocked, link)
+                        _apply(cluster, fault, run, node_args, links)
                         if fault.action in ("start", "restart"):
                             announced.difference_update(fault.nodes)
                             settled = False
-                        event = {"fault": fault.describe(), "seconds": round(elapsed, 2), "round": committed}
+                        event = {
+                            "fault": fault.describe(),
+                            "seconds": round(elapsed, 2),
+                            "at": time.time(),  # wall clock, as the nodes' log timestamps
+                            "round": committed,
+                            "held": {member: max(hashes[member], default=0) for member in range(scenario.nodes)},  # each member's last round
+                        }
                         run.applied.append(event)
                         if on_fault is not None:
                             on_fault(event)
@@ -475,7 +535,7 @@ def run_scenario(  # noqa: PLR0912 (the runner's one loop: start, follow, apply 
     return run
 
 
-def _apply(cluster: LocalCluster, fault: Fault, run: ScenarioRun, node_args: dict[int, list[str]], blocked: dict[int, set[int]], link: dict[str, Any]) -> None:  # noqa: PLR0912 (one branch per fault action)
+def _apply(cluster: LocalCluster, fault: Fault, run: ScenarioRun, node_args: dict[int, list[str]], links: Links) -> None:  # noqa: PLR0912 (one branch per fault action)
     action = fault.action
     for member in fault.nodes:
         if action == "kill":
@@ -490,17 +550,16 @@ def _apply(cluster: LocalCluster, fault: Fault, run: ScenarioRun, node_args: dic
         elif action == "continue":
             cluster.signal(member, signal.SIGCONT)
     if action == "partition":
-        blocked.clear()
-        for group in fault.groups:
-            others = {member for other in fault.groups if other is not group for member in other}
-            for member in group:
-                blocked[member] = set(others)
+        links.partition(fault.groups)
     elif action == "heal":
-        blocked.clear()
-        link.update(delay_ms=0, drop=0.0)
+        links.heal()
     elif action == "delay":
-        link["delay_ms"] = fault.delay_ms
+        links.set_delay(fault.nodes or range(run.scenario.nodes), fault.delay_ms)
     elif action == "drop":
-        link["drop"] = fault.drop
-    if action in ("partition", "heal", "delay", "drop"):
-        _write_faults(cluster, blocked, link["delay_ms"], link["drop"])
+        links.set_loss(fault.drop, fault.nodes)
+    elif action in ("link_down", "link_up"):
+        links.set_link(fault.nodes, up=action == "link_up")
+    elif action in ("firewall_close", "firewall_open"):
+        links.set_firewall(fault.nodes, closed=action == "firewall_close")
+    elif action == "rate":
+        links.set_rate(fault.nodes, fault.rate_kbit)

@@ -35,6 +35,7 @@ SHIPPED_GENESIS_HASHES = {
     "equivocation": "96bc70f1a407c874d0537e5a0678af5831dd14f5f8a3f2c1c89b25d08856d823",
     "late-join": "521b15eeba11a28bd141f3de1016b043b516665d39aa7510630f26e7a4328671",
     "no-attack": "f1df1b1ba583971f93c2d31ded396faae6e4766f7df58d69e9a7ba900f36e7e6",
+    "packet-faults": "98b3a107703c8ddd929cd40c24e6c20484cb40ae86ef46db0cbf2b018cdeb9d8",  # new with packet-level networks (no old spelling)
     "partition-heal": "4cf59d27c84aabddbe1693a562b768817be325e275c65f6bda703efd05030c78",
     "quickstart": "389c3923598396817d853f06e4169dca220e5468026326f7eea4b242eb0addee",
 }
