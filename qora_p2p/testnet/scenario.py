@@ -345,9 +345,13 @@ def coalitions(scenario: Scenario, roles: Mapping[int, str]) -> dict[int, tuple[
     return result
 
 
-def _node_args(scenario: Scenario, role: str, fault_file: Path, coalition: tuple[int, ...] = ()) -> list[str]:
+def _node_args(scenario: Scenario, role: str, fault_file: Path | None, coalition: tuple[int, ...] = ()) -> list[str]:
+    """A member's qora-node arguments; ``fault_file`` is its transport fault file (None on a packet
+    network, whose nodes run with no test hook in their transport)."""
     workload = scenario.workload
-    args = ["--data-seed", str(workload.get("data_seed", scenario.seed)), "--fault-file", str(fault_file)]
+    args = ["--data-seed", str(workload.get("data_seed", scenario.seed))]
+    if fault_file is not None:
+        args += ["--fault-file", str(fault_file)]
     for key in ("dataset", "partition", "alpha", *TrainingConfig.__dataclass_fields__):  # every key the workload table accepts
         if key in workload:
             args += ["--" + key.replace("_", "-"), str(workload[key])]
@@ -443,7 +447,7 @@ def _follow(  # noqa: PLR0912 (the runner's one loop: start, follow, apply fault
     run.method = links.method
     coalition = coalitions(scenario, roles)
     node_args = {
-        member: _node_args(scenario, roles[member], cluster.directory / "faults" / f"{cluster.names[member]}.json", coalition.get(member, ()))
+        member: _node_args(scenario, roles[member], links.path(member) if isinstance(links, TransportLinks) else None, coalition.get(member, ()))
         for member in range(scenario.nodes)
     }
     pending = list(scenario.faults)
