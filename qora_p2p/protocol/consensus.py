@@ -148,6 +148,7 @@ class Tendermint:
         self._voters: dict[tuple[Step, int], int] = {}
         self._tally: dict[tuple[Step, int, bytes], int] = {}
         self._senders_above: dict[int, set[int]] = {}  # view -> members heard from in that view
+        self._ripe: set[int] = set()  # views that f + 1 members have been heard from in
         self.validity: dict[bytes, bool] = {}
         self.certified: dict[int, bytes] = {}  # view -> value a quorum certificate arrived for
         self.requested: set[bytes] = set()
@@ -181,7 +182,7 @@ class Tendermint:
         evidence of any second)."""
         if view not in self.proposals:
             self.proposals[view] = _ProposalSeen(value_id, valid_view)
-            self._senders_above.setdefault(view, set()).add(self.proposer(view))
+            self._heard(view, self.proposer(view))
             self._ask_validity(value_id)
         return self._run()
 
@@ -198,7 +199,13 @@ class Tendermint:
         if value_id not in values:
             values.add(value_id)
             self._tally[(kind, view, value_id)] = self._tally.get((kind, view, value_id), 0) + 1
-        self._senders_above.setdefault(view, set()).add(voter)
+        self._heard(view, voter)
+
+    def _heard(self, view: int, member: int) -> None:
+        senders = self._senders_above.setdefault(view, set())
+        senders.add(member)
+        if len(senders) >= self.faulty + 1:
+            self._ripe.add(view)
 
     def on_certified(self, view: int, value_id: bytes, voters: list[int]) -> list[Action]:
         """A commit certificate for ``value_id`` in ``view`` arrived whole (catch-up): it stands in for
@@ -240,6 +247,7 @@ class Tendermint:
         for table in (self.proposals, self.prevotes, self.precommits, self._senders_above, self.certified):
             for view in [view for view in table if view < below and view not in keep]:
                 del table[view]
+        self._ripe = {view for view in self._ripe if view in self._senders_above}
         self._voters = {key: count for key, count in self._voters.items() if key[1] >= below or key[1] in keep}
         self._tally = {key: count for key, count in self._tally.items() if key[1] >= below or key[1] in keep}
         self._fired = {key for key in self._fired if key[1] >= below}
@@ -365,11 +373,10 @@ class Tendermint:
         return False
 
     def _higher_view(self) -> int | None:
-        """The lowest view above ours that f + 1 distinct members have sent messages for."""
-        for view in sorted(view for view in self._senders_above if view > self.view):
-            if len(self._senders_above[view]) >= self.faulty + 1:
-                return view
-        return None
+        """The lowest view above ours that f + 1 distinct members have sent messages for (kept as
+        they arrive: this runs after every input, and a flood of votes for many views must not
+        make it scan them all)."""
+        return min((view for view in self._ripe if view > self.view), default=None)
 
     def _run(self) -> list[Action]:
         for _ in range(10_000):  # every firing changes state monotonically; far fewer in practice

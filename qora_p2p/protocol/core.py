@@ -251,7 +251,6 @@ class NodeCore:
         assert not current.closed, "the current round is open"
         assert current.number == self.state.round + 1, "the round in progress follows the committed state"
         assert len(self.future) <= FUTURE_MESSAGES_MAX, "the next round's buffer is bounded"
-        assert sum(count for count, _ in self.future_from.values()) == len(self.future), "per-peer counts match"
         assert len(self.evidence.pending) <= EVIDENCE_POOL_MAX, "the evidence pool is bounded"
         assert not (self.abstaining and self.signed), "an abstaining member has signed nothing"
 
@@ -538,6 +537,7 @@ class NodeCore:
             return
         self.future.append((peer, message))
         self.future_from[peer] = (messages + 1, updates + is_update)
+        assert sum(count for count, _ in self.future_from.values()) == len(self.future), "per-peer counts match"
 
     def _on_hello(self, peer: int, hello: Hello, now_ms: int) -> None:
         if self.abstention is not None and self.abstaining and self.abstention.hear(peer, hello.round) and self._end_abstaining_if_past():
