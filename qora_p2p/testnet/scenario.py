@@ -82,7 +82,7 @@ from qora_p2p.protocol.genesis import Genesis, ModelSpec, genesis_from_fragment,
 from qora_p2p.schema import Table, merge, read_toml
 from qora_p2p.testnet.cluster import LocalCluster
 from qora_p2p.testnet.links import NETNS_ONLY_ACTIONS, NETS, Links, TransportLinks
-from qora_p2p.testnet.netns import PacketNetwork
+from qora_p2p.testnet.netns import RATE_KBIT_MAX, PacketNetwork
 from qora_p2p.testnet.profile import Profile, load_profile
 
 __all__ = ["Fault", "Scenario", "ScenarioRun", "load_scenario", "parse_scenario", "run_scenario", "with_genesis", "with_net"]
@@ -91,7 +91,6 @@ NODES_MAX = 64  # processes on one machine; beyond this use several machines
 ROUNDS_MAX = 10_000
 ACTIONS = ("kill", "restart", "stop", "continue", "start", "partition", "heal", "delay", "drop", *NETNS_ONLY_ACTIONS)
 MEMBER_ACTIONS = ("kill", "restart", "stop", "continue", "start", "link_down", "link_up", "rate", "firewall_close", "firewall_open")
-RATE_KBIT_MAX = 10_000_000
 POLL_S = 0.25  # how often the runner looks at the nodes
 SCENARIO_BYTES_MAX = 256 << 10
 NETWORK_ID_LENGTH_MAX = 60  # a network id is derived from the scenario name, kept under the 64 allowed
