@@ -2,6 +2,7 @@
 
     python benchmarks/bench_round.py                       # N in {4, 10}, P in {10K, 100K}, both workloads
     python benchmarks/bench_round.py --nodes 4 --dims 100000 --workloads synthetic --rounds 20 --json
+    python benchmarks/bench_round.py --nodes 10 --dims 100000 --workloads synthetic --flower-python flwr-venv/bin/python
 
 Each configuration writes a fresh network (keys, peers.toml on free ports) and starts N node
 processes with ``--rounds R``; every node logs one ``round_committed`` line per round with its
@@ -24,6 +25,13 @@ Timing: the genesis default except ``collect_timeout_ms = 100`` (how long the pr
 stragglers once it holds n - f updates), the value a LAN deployment would use.
 
 All N processes share this machine's cores, so CPU contention is part of what is measured.
+
+The trusted-server baseline: with an interpreter that has ``flwr`` (this one, or
+``--flower-python PATH``, e.g. a virtual environment with ``pip install flwr``), each synthetic
+configuration is also run with Flower's legacy gRPC server and N client processes
+(``benchmarks/flower_round.py``: FedAvg, then FedMedian; same P and rounds, updates drawn the same
+way), and a second table gives qora-p2p's round p50 over Flower FedMedian's. Flower's round is one
+server and N clients with no signatures, encryption, agreement or durable state.
 Targets the project reports against: N=10, P=100K: p50 commit <= 300 ms; N=4, P=100K: <= 100 ms;
 bytes received per node per round <= 1.25 x the lower bound.
 """
@@ -32,7 +40,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -114,6 +124,36 @@ def run(nodes: int, workload: str, dimension: int, rounds: int) -> dict[str, Any
     }
 
 
+def flower_interpreter(choice: str | None) -> str | None:
+    """The interpreter to run Flower with: ``choice``, or this one when it can import flwr."""
+    if choice == "none":
+        return None
+    if choice is not None:
+        return choice
+    try:
+        import flwr  # noqa: F401, PLC0415
+    except ImportError:
+        return None
+    return sys.executable
+
+
+def run_flower(python: str, clients: int, dimension: int, rounds: int, strategy: str) -> dict[str, Any]:
+    """One Flower run (benchmarks/flower_round.py) with the same N, P and rounds."""
+    script = Path(__file__).resolve().parent / "flower_round.py"
+    completed = subprocess.run(  # noqa: S603 (the interpreter the user named, our script)
+        [python, str(script), "--clients", str(clients), "--dim", str(dimension), "--rounds", str(rounds), "--strategy", strategy],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+    if completed.returncode or not lines:
+        raise SystemExit(f"Flower run failed ({completed.returncode}): {completed.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     arguments.add_argument("--nodes", default="4,10", help="comma-separated network sizes (default 4,10)")
@@ -121,16 +161,30 @@ def main(argv: list[str] | None = None) -> int:
     arguments.add_argument("--workloads", default="synthetic,digits", help="synthetic and/or digits (default both)")
     arguments.add_argument("--rounds", type=int, default=12, help="rounds per configuration (default 12; round 1 is not counted)")
     arguments.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    arguments.add_argument(
+        "--flower-python",
+        default=None,
+        help="an interpreter with flwr, for the trusted-server baseline on the same N, P and rounds (default: this one if it has flwr; 'none' to skip)",
+    )
     args = arguments.parse_args(argv)
+    flower = flower_interpreter(args.flower_python)
+    if flower is None and not args.json:
+        print("Flower baseline skipped: no interpreter with flwr (pip install 'qora-p2p[bench]', or --flower-python PATH)", file=sys.stderr)
     results = []
+    baselines: list[dict[str, Any]] = []
     for workload in args.workloads.split(","):
         for nodes in (int(item) for item in args.nodes.split(",")):
             for dimension in (int(item) for item in args.dims.split(",")):
                 if not args.json:
                     print(f"running N={nodes} {workload} P={dimension} for {args.rounds} rounds ...", file=sys.stderr, flush=True)
                 results.append(run(nodes, workload, dimension, args.rounds))
+                if flower is not None and workload == "synthetic":
+                    for strategy in ("fedavg", "fedmedian"):
+                        if not args.json:
+                            print(f"running Flower {strategy}, {nodes} clients, P={dimension} ...", file=sys.stderr, flush=True)
+                        baselines.append(run_flower(flower, nodes, dimension, args.rounds, strategy))
     if args.json:
-        emit_json({"benchmark": "round", "machine": machine(), "targets_ms": {f"N={n},P={p}": t for (n, p), t in TARGETS_MS.items()}, "runs": results})
+        emit_json({"benchmark": "round", "machine": machine(), "targets_ms": {f"N={n},P={p}": t for (n, p), t in TARGETS_MS.items()}, "runs": results, "flower": baselines})
         return 0
 
     def ms(value: float | None) -> str:
@@ -160,6 +214,26 @@ def main(argv: list[str] | None = None) -> int:
         rows,
     )
     print(f"\nms unless noted; samples are (node, round) pairs from round 2 on; recv/LB target <= {BYTES_RATIO_TARGET}")
+    if baselines:
+        rows = []
+        for result in results:
+            if result["workload"] != "synthetic":
+                continue
+            found = {item["strategy"]: item for item in baselines if (item["clients"], item["dimension"]) == (result["nodes"], result["dimension"])}
+            median = found.get("fedmedian", {}).get("round_ms_p50")
+            rows.append(
+                [
+                    result["nodes"],
+                    result["dimension"],
+                    ms(result["round_ms_p50"]),
+                    ms(found.get("fedavg", {}).get("round_ms_p50")),
+                    ms(median),
+                    "-" if not median or result["round_ms_p50"] is None else f"{result['round_ms_p50'] / median:.1f}x",
+                ]
+            )
+        print()
+        print_table(["N", "P", "qora round p50", "Flower FedAvg p50", "Flower FedMedian p50", "qora / FedMedian"], rows)
+        print(f"\nFlower: {baselines[0]['framework']}, one trusted server, plain gRPC, no signatures or agreement (benchmarks/flower_round.py)")
     return 0
 
 
