@@ -3,6 +3,7 @@ type and content."""
 
 import contextlib
 import hashlib
+import random
 
 import msgpack
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from qora_p2p.errors import MessageError, SignatureError
 from qora_p2p.identity import Identity
 from qora_p2p.protocol.messages import (
+    CANONICAL_WALK_BYTES,
     NIL,
     SYNC_RECORDS_MAX,
     Announce,
@@ -252,3 +254,51 @@ def test_announce_bitmap_round_trips():
     """Announce.of and members() are inverses."""
     announce = Announce.of(9, [0, 3, 6], LIMITS.members)
     assert announce.members() == [0, 3, 6] and announce.holders == bytes([0b01001001])
+
+
+# Updates just over CANONICAL_WALK_BYTES with a payload still under bin 16's limit (so every field,
+# the payload included, has a wider form): checked field by field, the payload in place.
+BIG = Limits(members=7, dimension=16_380)
+
+
+def _big_update(seed: int) -> Update:
+    return Update.create(IDENTITIES[1], GENESIS, 3, b"p" * 32, 1, random.Random(seed).randbytes(BIG.payload_bytes))
+
+
+def _widen(item: object) -> bytes:
+    """``item`` packed one size wider than msgpack's shortest form (a non-canonical encoding)."""
+    if isinstance(item, bytes):
+        header = b"\xc5" + len(item).to_bytes(2, "big") if len(item) < 256 else b"\xc6" + len(item).to_bytes(4, "big")
+        return header + item
+    assert isinstance(item, int) and 0 <= item < 2**16
+    return b"\xcd" + item.to_bytes(2, "big") if item < 256 else b"\xce" + item.to_bytes(4, "big")
+
+
+@given(st.integers(0, 2**32), st.integers(0, 6))
+def test_a_large_payload_is_checked_in_place_and_any_widened_field_is_refused(seed, widened):
+    """A large update decodes without its payload packed again, and the check still refuses every
+    field (the array header, the payload's header, the fields before and after it) written wider
+    than the shortest form."""
+    update = _big_update(seed)
+    data = update.encode()
+    assert len(data) >= CANONICAL_WALK_BYTES and len(update.payload) < 1 << 16
+    assert decode(data, BIG) == update
+    items = [Update.TAG, *update.fields()]
+    array = b"\xdc\x00\x06" if widened == 0 else b"\x96"
+    body = b"".join(_widen(item) if index == widened - 1 and widened else msgpack.packb(item, use_bin_type=True) for index, item in enumerate(items))
+    with pytest.raises(MessageError, match="canonical"):
+        decode(array + body, BIG)
+
+
+@settings(max_examples=300)
+@given(st.integers(0, 2**32), st.integers(0, 60), st.integers(0, 255))
+def test_a_large_update_with_a_byte_changed_near_its_header_decodes_to_itself_or_fails(seed, offset, value):
+    """Around the payload's header and the fields before it, any changed byte either still decodes
+    to a message whose encoding is exactly the bytes received, or raises MessageError."""
+    data = bytearray(_big_update(seed).encode())
+    data[offset] = value
+    try:
+        message = decode(bytes(data), BIG)
+    except MessageError:
+        return
+    assert message.encode() == bytes(data)
