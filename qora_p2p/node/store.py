@@ -65,7 +65,7 @@ from qora_p2p.identity import Identity, verify
 from qora_p2p.learning.genesis_model import initial_model
 from qora_p2p.protocol.core import NodeCore
 from qora_p2p.protocol.genesis import Genesis, dump_genesis, parse_genesis
-from qora_p2p.protocol.messages import Limits, Record, decode
+from qora_p2p.protocol.messages import Limits, Record, bin_header, decode
 from qora_p2p.protocol.state import AgreedState, genesis_state, snapshot_bytes, state_from_snapshot
 
 __all__ = ["DiskFull", "DoubleSignError", "Restored", "Store", "StoreDamaged", "StoreError", "open_genesis_of"]
@@ -79,6 +79,7 @@ RECORDS_RESTORED_MAX = 256  # records handed back to the core at start (it serve
 BUSY_TIMEOUT_S = 30.0  # another process holding the database (inspect) waits at most this long
 MEMORY = ":memory:"  # SQLite's name for a database that lives in this process only
 ROW_DIGEST_BYTES = 32  # BLAKE2b-256: a random bit flip goes unnoticed with probability 2**-256
+ROW_PIECE_BYTES = 4096  # byte strings from this long are hashed in place (`_row_digest`)
 DAMAGE_LISTED_MAX = 8  # damaged rows (or SQLite findings) named in one error; the rest are counted
 FIRST_SIGNED = "first_signed"  # meta key: the round of the first slot this database recorded
 
@@ -145,8 +146,19 @@ class Restored:
 
 
 def _row_digest(table: str, fields: Sequence[Any]) -> bytes:
-    packed: bytes = msgpack.packb([table, *fields], use_bin_type=True)
-    return hashlib.blake2b(packed, digest_size=ROW_DIGEST_BYTES, person=b"qora-store-row").digest()
+    """BLAKE2b of the row packed as msgpack ``[table, *fields]``, fed to the hash piece by piece: a
+    large byte string (a state of 1.2 MB, a signed update's payload) goes in as its header and
+    itself, never copied into a packed row first. The digest is that of the packed row."""
+    digest = hashlib.blake2b(digest_size=ROW_DIGEST_BYTES, person=b"qora-store-row")
+    items = [table, *fields]
+    digest.update(msgpack.Packer().pack_array_header(len(items)))
+    for item in items:
+        if isinstance(item, bytes) and len(item) >= ROW_PIECE_BYTES:
+            digest.update(bin_header(len(item)))
+            digest.update(item)
+        else:
+            digest.update(msgpack.packb(item, use_bin_type=True))
+    return digest.digest()
 
 
 def _select(table: str, tail: str = "") -> str:

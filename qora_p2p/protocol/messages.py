@@ -701,7 +701,7 @@ def decode(data: bytes, limits: Limits) -> Message:
     return message
 
 
-def _bin_header(length: int) -> bytes:
+def bin_header(length: int) -> bytes:
     """msgpack's shortest header for a byte string of ``length`` (bin 8, 16 or 32)."""
     if length < 1 << 8:
         return b"\xc4" + length.to_bytes(1, "big")
@@ -731,7 +731,7 @@ def _is_canonical(message: Message, raw: list[Any], data: bytes) -> bool:
     position = len(header)
     for index, item in enumerate(items):
         if isinstance(item, bytes) and len(item) >= CANONICAL_COPY_BYTES and index < len(raw) and raw[index] is item:
-            encoded = _bin_header(len(item))
+            encoded = bin_header(len(item))
             skip = len(item)
         else:
             encoded = _pack(item)
@@ -773,4 +773,4 @@ def conflicting(first: SignedHeader, second: SignedHeader) -> bool:
     return bool(one[0] == two[0] and one[1] == two[1] and one[3] == two[3] and one[2] != two[2])
 
 
-__all__ += ["EvidenceMessage", "SignatureError", "conflicting", "verify_header"]
+__all__ += ["EvidenceMessage", "SignatureError", "bin_header", "conflicting", "verify_header"]
