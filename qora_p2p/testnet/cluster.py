@@ -43,7 +43,7 @@ from qora_p2p.protocol.genesis import (
 )
 from qora_p2p.protocol.ledger import LedgerParams
 
-__all__ = ["LocalCluster", "read_log"]
+__all__ = ["LocalCluster", "die_with_parent", "read_log"]
 
 STOP_GRACE_S = 10.0  # SIGTERM, then SIGKILL after this long
 POLL_INTERVAL_S = 0.1  # how often `wait_until` re-checks its condition
@@ -51,7 +51,8 @@ LOG_LINE_BYTES_MAX = 1 << 20  # longer log lines are skipped when reading logs
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # pragma: no cover (runs in the child before exec)
+def die_with_parent() -> None:  # pragma: no cover (runs in the child before exec)
+    """In a child before exec: ask the kernel for SIGTERM when our parent dies (no orphans)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -175,7 +176,7 @@ class LocalCluster:
             stderr=subprocess.STDOUT,
             env=environment,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
         )
         old = self.logs.pop(index, None)
         if old is not None:

@@ -41,13 +41,11 @@ whose runner process is gone, and every new run calls it first.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import ipaddress
 import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -57,6 +55,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from qora_p2p.errors import QoraError
+from qora_p2p.testnet.cluster import die_with_parent
 
 __all__ = ["LinkState", "NetnsError", "PacketNetwork", "bridge_rules", "missing_requirements", "sweep_stale"]
 
@@ -71,7 +70,6 @@ NETNS_DIR = Path("/run/netns")
 LINK_UP_TIMEOUT_S = 5.0
 LINK_POLL_S = 0.02
 LOSS_SCALE = 1_000_000  # loss probabilities are applied in millionths
-PR_SET_PDEATHSIG = 1
 
 
 class NetnsError(QoraError):
@@ -99,11 +97,6 @@ def _run(command: Sequence[str], stdin: str | None = None) -> str:
     if result.returncode != 0:
         raise NetnsError(f"{' '.join(command)}: {result.stderr.strip() or 'exit ' + str(result.returncode)}")
     return result.stdout
-
-
-def _die_with_parent() -> None:  # pragma: no cover (runs in the child before exec)
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _owner_alive(name: str) -> bool:
@@ -248,7 +241,7 @@ class PacketNetwork:
     def _start_forwarder(self, member: int) -> None:
         command = [*["ip", "netns", "exec", self.hub], sys.executable, "-m", "qora_p2p.testnet.delay", f"x{member}", f"y{member}"]
         self.forwarders[member] = subprocess.Popen(  # noqa: S603 (our interpreter, our module)
-            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent  # noqa: PLW1509
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, preexec_fn=die_with_parent  # noqa: PLW1509
         )
 
     def teardown(self) -> list[str]:
