@@ -43,6 +43,9 @@ start) is one piece of code under both drivers.
 
 Threads: the node calls these methods from a worker thread (``trio.to_thread``), one at a time;
 the connection is opened with ``check_same_thread=False`` for that reason and a lock serialises use.
+
+Size: the schema, each table's writes, the reads that verify them and the row checksum change
+together (a column added is a write, a check and a restore), so they stay in one module.
 """
 
 from __future__ import annotations
