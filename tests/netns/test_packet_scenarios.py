@@ -93,3 +93,13 @@ def _processes_mentioning(text: str) -> list[str]:
             if text in command:
                 found.append(command)
     return found
+
+
+@pytest.mark.slow
+def test_every_packet_fault_in_one_run_ends_with_identical_verified_chains(tmp_path):
+    """scenarios/packet-faults.toml: a partition, loss, a delay link, a link down, a closed
+    firewall and a rate limit, each healed, on ten members; every round commits on every member."""
+    run, summary = _run("packet-faults", tmp_path)
+    actions = [event["fault"].split(": ")[1].split(" ")[0] for event in run.applied]
+    assert {"partition", "drop", "delay", "link_down", "firewall_close", "rate"} <= set(actions), actions
+    assert summary["failure"] is None
