@@ -88,6 +88,7 @@ from qora_p2p.sim.storage import MeasuredStore
 __all__ = ["FAULT_PROFILES", "STRATEGIES", "Fault", "Links", "RoundStats", "SimConfig", "SimResult", "Simulation", "run_simulation"]
 
 DECODE_CACHE_MAX = 200_000  # decoded messages shared between receivers (bytes -> message)
+CACHE_BYTES_MAX = 256 << 20  # and in bytes, for each of the two message caches (floods are full size)
 VERIFY_CACHE_MAX = 1_000_000  # signature verdicts shared between members
 COMPUTE_CACHE_MAX = 256  # round results shared between members
 TRAIN_MS = (40, 160)  # simulated local training time, uniform
@@ -228,6 +229,7 @@ class Simulation:
         self.now = 0
         self.trace = hashlib.sha256(f"qora-sim/{config}".encode())
         self.decode_cache: dict[bytes, Message] = {}
+        self.cache_bytes = {"decode": 0, "encode": 0}  # what each message cache holds, about (data and payload)
         self._verify = CachingVerifier(VERIFY_CACHE_MAX)
         self.compute_cache: dict[bytes, RoundResult | QoraError] = {}
         self.encode_cache: dict[int, tuple[Message, bytes]] = {}
@@ -287,9 +289,11 @@ class Simulation:
         if cached is not None and cached[0] is message:
             return cached[1]
         data = message.encode()
-        if len(self.encode_cache) > DECODE_CACHE_MAX:
+        if len(self.encode_cache) > DECODE_CACHE_MAX or self.cache_bytes["encode"] > CACHE_BYTES_MAX:
             self.encode_cache.clear()
+            self.cache_bytes["encode"] = 0
         self.encode_cache[id(message)] = (message, data)
+        self.cache_bytes["encode"] += 2 * len(data)
         return data
 
     def _transmit(self, sender: int, receiver: int, data: bytes) -> None:
@@ -460,9 +464,11 @@ class Simulation:
                     if node.adversary is not None:
                         self._call_adversary(node, node.adversary.delivered, sender, data, None)
                     return
-                if len(self.decode_cache) >= DECODE_CACHE_MAX:
+                if len(self.decode_cache) >= DECODE_CACHE_MAX or self.cache_bytes["decode"] > CACHE_BYTES_MAX:
                     self.decode_cache.clear()
+                    self.cache_bytes["decode"] = 0
                 self.decode_cache[data] = message
+                self.cache_bytes["decode"] += 2 * len(data)
             if index not in self.byzantine:
                 self.bytes_by_kind[type(message).__name__] += len(data)
             if node.adversary is not None:
