@@ -80,6 +80,8 @@ def run(net: str, seed: int, phase_rounds: int) -> dict[str, Any]:
         result = run_scenario(scenario, Path(directory))
         summary = write_report(result)
     events = result.applied
+    if len(events) < len(phases(net, scenario.nodes)) + 1:
+        raise SystemExit(f"seed {seed}: the run ended after {len(events)} of its fault events ({result.failure or 'not finished'}); no phase table")
     rows = []
     for index, (label, _) in enumerate(phases(net, scenario.nodes)):
         start, end = events[index], events[index + 1]

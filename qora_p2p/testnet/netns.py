@@ -239,7 +239,7 @@ class PacketNetwork:
         self._write_rules()
 
     def _start_forwarder(self, member: int) -> None:
-        command = [*["ip", "netns", "exec", self.hub], sys.executable, "-m", "qora_p2p.testnet.delay", f"x{member}", f"y{member}"]
+        command = ["ip", "netns", "exec", self.hub, sys.executable, "-m", "qora_p2p.testnet.delay", f"x{member}", f"y{member}"]
         self.forwarders[member] = subprocess.Popen(  # noqa: S603 (our interpreter, our module)
             command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, preexec_fn=die_with_parent  # noqa: PLW1509
         )

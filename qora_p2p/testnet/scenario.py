@@ -511,7 +511,6 @@ def _follow(  # noqa: PLR0912 (the runner's one loop: start, follow, apply fault
                         event = {
                             "fault": fault.describe(),
                             "seconds": round(elapsed, 2),
-                            "at": time.time(),  # wall clock, as the nodes' log timestamps
                             "round": committed,
                             "held": {member: max(hashes[member], default=0) for member in range(scenario.nodes)},  # each member's last round
                         }
