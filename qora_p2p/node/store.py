@@ -80,6 +80,11 @@ CHECKPOINT_EVERY_ROUNDS = 10  # a full model copy every this many rounds, to ins
 CHECKPOINTS_KEPT = 5  # older checkpoints are deleted: disk use stays bounded by this many models
 RECORDS_RESTORED_MAX = 256  # records handed back to the core at start (it serves catch-up from them)
 BUSY_TIMEOUT_S = 30.0  # another process holding the database (inspect) waits at most this long
+# A new database's page size (SQLite's largest). Models and updates are blobs of hundreds of
+# kilobytes, written every round: 4 KiB pages cost one write call each (about 500 a round at
+# P = 100K); 64 KiB pages cut that sixteenfold. An existing database keeps the size it was made with.
+PAGE_BYTES = 65536
+WAL_AUTOCHECKPOINT_PAGES = 256  # 16 MiB of WAL with 64 KiB pages (SQLite's default is 1000 pages)
 MEMORY = ":memory:"  # SQLite's name for a database that lives in this process only
 ROW_DIGEST_BYTES = 32  # BLAKE2b-256: a random bit flip goes unnoticed with probability 2**-256
 ROW_PIECE_BYTES = 4096  # byte strings from this long are hashed in place (`_row_digest`)
@@ -287,10 +292,7 @@ class Store:
                             "this member has never run in this network"
                         )
                     self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-                    if existing:
-                        self._check_structure()  # before anything below could write to a damaged file
-                    self._db.execute("PRAGMA journal_mode=WAL")
-                    self._db.execute("PRAGMA synchronous=FULL")
+                    self._configure(existing)
                 self._db.executescript(_SCHEMA)
             self._claim(genesis, public_key, readonly)
             if not readonly:
@@ -304,6 +306,15 @@ class Store:
                 if known is not None:
                     raise known from error
             raise
+
+    def _configure(self, existing: bool) -> None:
+        if existing:
+            self._check_structure()  # before anything below could write to a damaged file
+        else:
+            self._db.execute(f"PRAGMA page_size={PAGE_BYTES}")  # before the first table exists
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+        self._db.execute("PRAGMA synchronous=FULL")
 
     @classmethod
     def in_memory(cls, genesis: Genesis, public_key: bytes) -> Store:

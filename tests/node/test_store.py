@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 from qora_p2p.errors import DiskFull, LocalProtocolError
 from qora_p2p.fixedpoint import to_bytes
 from qora_p2p.identity import Identity
+from qora_p2p.node import store as store_module
 from qora_p2p.node.store import (
     DATABASE_NAME,
+    PAGE_BYTES,
     ROW_DIGEST_BYTES,
     DoubleSignError,
     Store,
@@ -263,9 +265,37 @@ def test_an_undamaged_database_verifies_and_reads_back(tmp_path):
     assert open_genesis_of(tmp_path) == (genesis, identities[0].public_key)
 
 
+def _page_size(tmp_path: Path) -> int:
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        size = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    return int(size)
+
+
+def test_a_new_database_has_large_pages_and_an_old_one_keeps_its_own(tmp_path, monkeypatch):
+    """New databases use 64 KiB pages (a model is a few writes, not hundreds); a database made with
+    SQLite's default 4 KiB pages opens, commits and reads back as before, and keeps its page size."""
+    genesis, identities, _, _ = _one_round(tmp_path / "new")
+    assert _page_size(tmp_path / "new") == PAGE_BYTES == 65536
+    monkeypatch.setattr(store_module, "PAGE_BYTES", 4096)
+    old = tmp_path / "old"
+    _, _, record, state = _one_round(old)
+    monkeypatch.setattr(store_module, "PAGE_BYTES", 65536)
+    assert _page_size(old) == 4096
+    next_record, next_state = _committed_round(genesis, identities, state)
+    with Store(old, genesis, identities[0].public_key) as store:
+        store.commit(next_record, next_state)
+    with Store(old, genesis, identities[0].public_key, readonly=True) as store:
+        store.verify()
+        records, restored, _ = store.chain()
+    assert [stored for stored, _ in records] == [record, next_record]
+    assert restored.model_digest() == next_state.model_digest()
+    assert _page_size(old) == 4096
+
+
 # ------------------------------------------------------------------------------------- full disk
 
-BIG = 2_048  # a model whose payload and state need pages of their own (4 KiB pages)
+BIG = 40_000  # a model whose payload and state need pages of their own (160 KB: over two 64 KiB pages)
 
 
 def _full(store: Store) -> None:
