@@ -68,9 +68,16 @@ def test_four_nodes_commit_identical_chains_and_stop_cleanly(cluster):
         assert reached[:6] == [1, 2, 3, 4, 5, 6], (index, reached, cluster.log_path(index).read_text()[-2000:])
     # Each round was committed in the normal path (from its own 2f+1 precommits) by most members.
     assert all(len(committed_by.get(number, [])) >= 2 for number in range(1, 7)), committed_by
+    # Every member signs from round 1, except one whose process came up after the others had
+    # committed round 1 (a loaded machine): it heard round 2 first and abstained until a round past it.
+    from_start = 0
     for index in range(4):
         (ended,) = cluster.events(index, "abstain_ended")
-        assert ended["claimed_round"] == 1 and ended["committed"] == 0, ended
+        if (ended["claimed_round"], ended["committed"]) == (1, 0):
+            from_start += 1
+        else:
+            assert ended["committed"] == ended["claimed_round"] + 1, ended
+    assert from_start >= 3
 
 
 def test_sigkill_mid_run_restart_catches_up_without_double_signing(cluster):
@@ -78,6 +85,11 @@ def test_sigkill_mid_run_restart_catches_up_without_double_signing(cluster):
     chains stay identical, and it never signs two contents for one slot (the store refuses that)."""
     for index in range(4):
         cluster.start(index)
+    # A member whose peers committed round 1 before it connected (its process came up late) hears
+    # them say round 2 or later and, unable to tell a first start from a restart that lost its
+    # database, abstains until it is a round past that. While it abstains it is the one fault that
+    # f = 1 tolerates; killing member 2 then would leave two signers, fewer than a quorum of three.
+    cluster.wait_until(lambda: all(cluster.events(index, "abstain_ended") for index in range(4)), DEADLINE_S, "every member signs")
     cluster.wait_until(lambda: cluster.committed(2) >= 2, DEADLINE_S, "member 2 commits round 2")
     cluster.kill(2)
     killed_at = cluster.committed(2)

@@ -266,3 +266,44 @@ def test_a_member_that_lost_its_database_mid_round_never_signs_that_round_again(
     assert min(slot[1] for slot in restarted.signed) == lost_in + 2
     assert {("update", number, 0) for number in range(lost_in + 2, lost_in + 6)} <= set(restarted.signed)
     assert restarted.committed == network.members[0].committed[: len(restarted.committed)]
+
+
+def _late_fourth_member(crash_when_signing: bool) -> tuple[Network, int]:
+    """Members 0-2 start new and commit round 1 before member 3 connects (a process that came up a
+    moment late, as `LocalCluster.start` may make it on a loaded machine); member 3 starts new too.
+    Its peers' first Hellos say round 2, so it cannot tell a first start from a restart that lost
+    its database: it abstains until it has committed round 3. Member 2 crashes once members 0-2
+    have committed round 2 and, if ``crash_when_signing``, member 3 has stopped abstaining."""
+    network = Network({index: new(index) for index in range(3)})
+    network.run_until(lambda: network.committed(1))
+    network.replace(3, new(3, network.now))
+    late = network.members[3]
+
+    def signing() -> bool:
+        return any(event.kind == "abstain_ended" for event in late.events)
+
+    network.run_until(lambda: all(len(network.members[index].committed) >= 2 for index in range(3)) and (signing() or not crash_when_signing))
+    crashed_at = len(network.members[2].committed)
+    del network.members[2]
+    network.queue = deque(item for item in network.queue if 2 not in item[:2])
+    return network, crashed_at
+
+
+def test_a_late_member_that_abstains_is_the_fault_the_network_tolerates():
+    """Member 3 joins a new network after round 1 and abstains (its peers said round 2); while it
+    does, a crash of member 2 leaves two members that sign, fewer than a quorum of three: the
+    rounds stop, by design (two faults with f = 1), and member 3 is still abstaining. Once member 3
+    signs, the same crash leaves a quorum: members 0, 1 and 3 go on. (A process test that kills a
+    member must first wait for every member's ``abstain_ended``.)"""
+    stalled, crashed_at = _late_fourth_member(crash_when_signing=False)
+    assert crashed_at == 2 and stalled.members[3].core.abstaining
+    with pytest.raises(AssertionError):
+        stalled.run_until(lambda: len(stalled.members[0].committed) > crashed_at)
+    assert all(len(member.committed) == crashed_at for member in stalled.members.values())
+    assert stalled.members[3].core.abstaining and not any(slot[1] <= crashed_at + 1 for slot in stalled.members[3].signed)
+
+    network, crashed_at = _late_fourth_member(crash_when_signing=True)
+    (ended,) = events(network.members[3].events, "abstain_ended")
+    assert ended.fields["claimed_round"] == 2 and ended.fields["committed"] == 3
+    network.run_until(lambda: network.committed(crashed_at + 3))
+    assert network.members[3].committed[: crashed_at + 3] == network.members[0].committed[: crashed_at + 3]
