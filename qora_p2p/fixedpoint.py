@@ -23,6 +23,7 @@ Rounding rules (one per operation; aggregation and the ledger use only these):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -159,6 +160,36 @@ def from_bytes(data: bytes, length: int) -> npt.NDArray[np.int32]:
     if length and int(values.min()) < -VALUE_MAX:
         raise FixedPointError("vector holds -2**31, which is outside the symmetric range")
     return values
+
+
+def check_vector(data: bytes, length: int) -> None:
+    """Raise exactly what `from_bytes` would for ``data``, without making the vector (no copy).
+
+    Raises:
+        FixedPointError: wrong byte count, or the value -2**31.
+    """
+    if len(data) != 4 * length:
+        raise FixedPointError(f"vector of {length} values needs {4 * length} bytes, got {len(data)}")
+    if length and int(np.frombuffer(data, dtype=WIRE_DTYPE).min()) < -VALUE_MAX:
+        raise FixedPointError("vector holds -2**31, which is outside the symmetric range")
+
+
+def stack_vectors(rows: Sequence[bytes], length: int) -> npt.NDArray[np.int32]:
+    """The rows' wire bytes as one ``len(rows) x length`` int32 matrix, each byte copied once
+    (`from_bytes` per row and then `np.stack` copy every value twice).
+
+    Raises:
+        FixedPointError: a row `from_bytes` refuses (the error names one such row).
+    """
+    matrix = np.empty((len(rows), length), dtype=np.int32)
+    for index, data in enumerate(rows):
+        if len(data) != 4 * length:
+            raise FixedPointError(f"row {index}: vector of {length} values needs {4 * length} bytes, got {len(data)}")
+        matrix[index] = np.frombuffer(data, dtype=WIRE_DTYPE)
+    if matrix.size and int(matrix.min()) < -VALUE_MAX:
+        first = int(np.flatnonzero((matrix < -VALUE_MAX).any(axis=1))[0])
+        raise FixedPointError(f"row {first}: vector holds -2**31, which is outside the symmetric range")
+    return matrix
 
 
 def _check_divisor(denominator: int) -> None:

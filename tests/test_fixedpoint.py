@@ -150,3 +150,40 @@ def test_div_round_float_and_integer_paths_agree_with_rationals(numerators, deno
     small = [v for v in values if abs(v) < 2**52]
     hinted = div_round(np.array(small, dtype=np.int64), denominator, magnitude_max=2**52 - 1)
     assert hinted.tolist() == [round(Fraction(value, denominator)) for value in small]
+
+
+_wire_rows = st.lists(
+    st.lists(st.sampled_from([0, 1, -1, 2**31 - 1, -(2**31) + 1, -(2**31), 12345]), min_size=3, max_size=3).map(
+        lambda values: np.array(values, dtype="<i4").tobytes()
+    )
+    | st.binary(max_size=16),
+    min_size=1,
+    max_size=4,
+)
+
+
+@given(_wire_rows)
+def test_check_vector_and_stack_vectors_refuse_exactly_what_from_bytes_refuses(rows):
+    """The copy-free check and the one-copy matrix agree with `from_bytes` row by row: the same
+    verdict for every row, the same values when all rows are valid."""
+    verdicts = []
+    for data in rows:
+        try:
+            fixedpoint.from_bytes(data, 3)
+            verdicts.append(True)
+        except FixedPointError:
+            verdicts.append(False)
+        try:
+            fixedpoint.check_vector(data, 3)
+            assert verdicts[-1]
+        except FixedPointError:
+            assert not verdicts[-1]
+    if all(verdicts):
+        matrix = fixedpoint.stack_vectors(rows, 3)
+        assert matrix.dtype == np.int32
+        assert np.array_equal(matrix, np.stack([fixedpoint.from_bytes(data, 3) for data in rows]))
+    else:
+        with pytest.raises(FixedPointError, match=r"^row \d+: ") as refused:
+            fixedpoint.stack_vectors(rows, 3)
+        named = int(str(refused.value).split(":")[0].removeprefix("row "))
+        assert not verdicts[named]  # the row named is one that from_bytes refuses

@@ -65,7 +65,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from qora_p2p.errors import FixedPointError, LocalProtocolError, MessageError, SignatureError
-from qora_p2p.fixedpoint import from_bytes
+from qora_p2p.fixedpoint import check_vector
 from qora_p2p.identity import Identity, verify
 from qora_p2p.protocol.abstain import Abstention
 from qora_p2p.protocol.agreement import Agreement
@@ -274,7 +274,7 @@ class NodeCore:
         if round_number != current.number or current.updates.own is not None:
             return
         try:
-            from_bytes(payload, self.genesis.model.dimension)
+            check_vector(payload, self.genesis.model.dimension)
         except FixedPointError as error:
             raise LocalProtocolError(f"our own update payload is not a fixed-point vector: {error}") from error
         update = Update.create(self.identity, self.genesis_hash, round_number, self.state.last_hash, self.me, payload)

@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from qora_p2p.aggregation import aggregate, inner_products
 from qora_p2p.errors import FixedPointError, LocalProtocolError, MessageError
-from qora_p2p.fixedpoint import from_bytes, to_bytes
+from qora_p2p.fixedpoint import from_bytes, stack_vectors, to_bytes
 from qora_p2p.protocol.genesis import Genesis
 from qora_p2p.protocol.ledger import ALIGNED, NO_DIRECTION, OPPOSING, Ledger, Observation, apply_round
 
@@ -176,7 +176,7 @@ def compute_round(
     if len(rows) < genesis.inputs_min:
         return _null_round(genesis, state, round_number, culprits)
     senders = [senders[row] for row in rows]
-    matrix = np.stack([from_bytes(payloads[row], dimension) for row in rows])
+    matrix = stack_vectors([payloads[row] for row in rows], dimension)
     params = genesis.fixed_rule_params()
     if genesis.centered_on_previous:
         params["center"] = state.aggregate
