@@ -141,10 +141,10 @@ class Misbehaviour:
         if behaviour == "flood" and isinstance(message, Update | Prevote | Precommit):
             if isinstance(message, Update):
                 self.last_update = message
-            return [effect, *self._flood(message.round, others)]
+            return [effect, *self._flood(message.round)]
         return [effect]
 
-    def _flood(self, round_number: int, others: list[int]) -> list[Effect]:
+    def _flood(self, round_number: int) -> list[Effect]:
         """Signed messages no honest member sends this many of: next-round updates (full size,
         decodable, each with its own digest), next-round votes of many views, sync requests. It
         goes on after the member is banned: its votes still go out."""
@@ -157,7 +157,9 @@ class Misbehaviour:
                 floods.append(Update.create(self.identity, self.genesis_hash, round_number + 1, update.prev_hash, self.me, bytes(base)))
             floods.append(Prevote.create(self.identity, self.genesis_hash, round_number + 1, copy, NIL, self.me))
             floods.append(SyncRequest(max(1, round_number - copy), SYNC_RECORDS_MAX, True))
-        return [Send(peer, flood) for flood in floods for peer in others]
+        # One broadcast each (every member but us, in member order): what a Send to each of them
+        # would do, as one effect instead of n - 1.
+        return [Broadcast(flood) for flood in floods]
 
     def _conflicting_update(self, update: Update) -> Update:
         flipped = bytes(byte ^ 0x01 for byte in update.payload[:4]) + update.payload[4:]
