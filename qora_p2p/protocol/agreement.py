@@ -356,29 +356,32 @@ class Agreement:
         missing ones from members that announced them)."""
         if self.round.closed:
             return
+        # Called after every input, so the common case (nothing wanted in this view) returns early.
+        view = self.consensus.view
+        wanted = self.wanted_views
+        if wanted and min(wanted) < view:
+            self.wanted_views = wanted = {other for other in wanted if other >= view}
+        if view not in wanted:
+            return  # only the current view is ever built; later ones wait until we are in them
         timing = self.core.genesis.timing
         updates = self.round.updates
-        self.wanted_views = {view for view in self.wanted_views if view >= self.consensus.view}
-        for view in sorted(self.wanted_views):
-            if view != self.consensus.view:
-                continue
-            if len(updates.held) < self.core.genesis.inputs_min:
-                # Senders with a fetch by sender in flight; a fetch by digest (a value's input,
-                # perhaps a bogus one) must not hold back fetching that sender's update by sender.
-                fetching = {sender for sender, digest in updates.fetching if digest == NIL}
-                for sender in sorted(self.round.contributors - set(updates.held) - fetching):
-                    updates.fetch_from_holders(sender, now_ms)
-                continue
-            # Stragglers are waited for (up to collect_timeout_ms) if they were inputs of the
-            # previous round or spoke since it began (a slow member stays in); a member that is
-            # down or silent is not waited for round after round.
-            current = self.round
-            waited = current.contributors & (current.active | self.core.heard_before | current.heard)
-            every = all(member in updates.held for member in waited)
-            collected = updates.ready_ms is not None and now_ms >= updates.ready_ms + timing.collect_timeout_ms
-            late = now_ms >= self.round.started_ms + timing.round_timeout_ms
-            if every or collected or late or view > 0:
-                self._build(view)
+        if len(updates.held) < self.core.genesis.inputs_min:
+            # Senders with a fetch by sender in flight; a fetch by digest (a value's input,
+            # perhaps a bogus one) must not hold back fetching that sender's update by sender.
+            fetching = {sender for sender, digest in updates.fetching if digest == NIL}
+            for sender in sorted(self.round.contributors - set(updates.held) - fetching):
+                updates.fetch_from_holders(sender, now_ms)
+            return
+        # Stragglers are waited for (up to collect_timeout_ms) if they were inputs of the
+        # previous round or spoke since it began (a slow member stays in); a member that is
+        # down or silent is not waited for round after round.
+        current = self.round
+        waited = current.contributors & (current.active | self.core.heard_before | current.heard)
+        every = all(member in updates.held for member in waited)
+        collected = updates.ready_ms is not None and now_ms >= updates.ready_ms + timing.collect_timeout_ms
+        late = now_ms >= self.round.started_ms + timing.round_timeout_ms
+        if every or collected or late or view > 0:
+            self._build(view)
 
     def _build(self, view: int) -> None:
         core = self.core

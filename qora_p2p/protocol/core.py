@@ -467,6 +467,7 @@ class NodeCore:
                 self.emit(Broadcast(update))
                 current.updates.store(update, now_ms)
         self._train_if_due()
+        assert sum(count for count, _ in self.future_from.values()) == len(self.future), "per-peer counts match"
         buffered, self.future, self.future_from = self.future, [], {}
         for peer, message in buffered:
             self.receive(peer, message, now_ms)
@@ -537,7 +538,6 @@ class NodeCore:
             return
         self.future.append((peer, message))
         self.future_from[peer] = (messages + 1, updates + is_update)
-        assert sum(count for count, _ in self.future_from.values()) == len(self.future), "per-peer counts match"
 
     def _on_hello(self, peer: int, hello: Hello, now_ms: int) -> None:
         if self.abstention is not None and self.abstaining and self.abstention.hear(peer, hello.round) and self._end_abstaining_if_past():

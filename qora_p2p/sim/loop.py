@@ -40,7 +40,7 @@ import random
 import traceback
 import zlib
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -136,8 +136,7 @@ class _Effects:
         simulation = self.simulation
         data = simulation._encode(effect.message)
         simulation.messages[type(effect.message).__name__] += simulation.config.nodes - 1
-        for peer in range(simulation.config.nodes):
-            simulation._transmit(self.node.index, peer, data)
+        simulation._transmit_all(self.node.index, range(simulation.config.nodes), data)
         self._sent(data)
         if simulation.observers:
             index = self.node.index
@@ -313,14 +312,26 @@ class Simulation:
         return data
 
     def _transmit(self, sender: int, receiver: int, data: bytes) -> None:
-        if receiver == sender or (sender in self.partition) != (receiver in self.partition):
-            return
-        if self.links.drop and self.rng.random() < self.links.drop:
-            return
-        copies = 2 if self.links.duplicate and self.rng.random() < self.links.duplicate else 1
-        low, high = self.links.delay_ms
-        for _ in range(copies):
-            self._push(self.now + low + int(self.rng.random() * (high - low + 1)), "deliver", (sender, receiver, data))
+        self._transmit_all(sender, (receiver,), data)
+
+    def _transmit_all(self, sender: int, receivers: Iterable[int], data: bytes) -> None:
+        """``data`` from ``sender`` to each of ``receivers`` in order, through the links: every
+        random draw of `_transmit` one receiver after another, in one loop (a broadcast is most of
+        a run's transmissions)."""
+        links, partition, random_draw, push = self.links, self.partition, self.rng.random, self._push
+        drop, duplicate = links.drop, links.duplicate
+        low, high = links.delay_ms
+        span = high - low + 1
+        now = self.now
+        inside = sender in partition
+        for receiver in receivers:
+            if receiver == sender or inside != (receiver in partition):
+                continue
+            if drop and random_draw() < drop:
+                continue
+            copies = 2 if duplicate and random_draw() < duplicate else 1
+            for _ in range(copies):
+                push(now + low + int(random_draw() * span), "deliver", (sender, receiver, data))
 
     # ------------------------------------------------------------------------ effects
 

@@ -17,10 +17,10 @@ class Tapped(Simulation):
         super().__init__(*arguments, **keywords)
         self.tapped = []
 
-    def _transmit(self, sender, receiver, data):
-        if sender != receiver:
-            self.tapped.append((sender, receiver, data, self.now))
-        super()._transmit(sender, receiver, data)
+    def _transmit_all(self, sender, receivers, data):
+        receivers = list(receivers)
+        self.tapped.extend((sender, receiver, data, self.now) for receiver in receivers if receiver != sender)
+        super()._transmit_all(sender, receivers, data)
 
 
 class Recorder(BaseAdversary):
