@@ -204,8 +204,8 @@ class Tendermint:
     def _heard(self, view: int, member: int) -> None:
         senders = self._senders_above.setdefault(view, set())
         senders.add(member)
-        if len(senders) >= self.faulty + 1:
-            self._ripe.add(view)
+        if len(senders) >= self.faulty + 1 and view > self.view:
+            self._ripe.add(view)  # views at or below ours can never move us (line 55)
 
     def on_certified(self, view: int, value_id: bytes, voters: list[int]) -> list[Action]:
         """A commit certificate for ``value_id`` in ``view`` arrived whole (catch-up): it stands in for
@@ -247,7 +247,7 @@ class Tendermint:
         for table in (self.proposals, self.prevotes, self.precommits, self._senders_above, self.certified):
             for view in [view for view in table if view < below and view not in keep]:
                 del table[view]
-        self._ripe = {view for view in self._ripe if view in self._senders_above}
+        self._ripe = {view for view in self._ripe if view in self._senders_above and view > self.view}
         self._voters = {key: count for key, count in self._voters.items() if key[1] >= below or key[1] in keep}
         self._tally = {key: count for key, count in self._tally.items() if key[1] >= below or key[1] in keep}
         self._fired = {key for key in self._fired if key[1] >= below}
@@ -263,6 +263,7 @@ class Tendermint:
     def _start_view(self, view: int) -> None:
         assert view > self.view
         self.view = view
+        self._ripe = {ripe for ripe in self._ripe if ripe > view}
         self.step = Step.PROPOSE
         if self.proposer(view) == self.me:
             if self.valid_value is not None:
@@ -376,7 +377,7 @@ class Tendermint:
         """The lowest view above ours that f + 1 distinct members have sent messages for (kept as
         they arrive: this runs after every input, and a flood of votes for many views must not
         make it scan them all)."""
-        return min((view for view in self._ripe if view > self.view), default=None)
+        return min(self._ripe, default=None)
 
     def _run(self) -> list[Action]:
         for _ in range(10_000):  # every firing changes state monotonically; far fewer in practice

@@ -55,6 +55,7 @@ Verifier = Callable[[bytes, bytes, bytes, bytes], None]
 TRACEBACK_LINES_MAX = 12  # the innermost frames of an escaped exception, enough to find it
 CATCH_UP_MS = 3 * SYNC_RETRY_MS  # a laggard's request, the answer, and one retry
 TRAINING_MS_MAX = 1_000  # the simulator trains in at most 160 ms; links add at most 120 ms
+VERIFIED_CERTIFICATES_MAX = 4_096  # distinct certificates remembered as verified (a few per round)
 
 
 def progress_bound_ms(genesis: Genesis) -> int:
@@ -75,6 +76,9 @@ class Checkers:
 
     def __init__(self, genesis: Genesis, byzantine: set[int], verifier: Verifier = verify) -> None:
         self.genesis, self.byzantine, self.verifier = genesis, byzantine, verifier
+        # Certificates already verified (every honest member stores the same records): value id,
+        # view and signatures. Emptied when full, as the verdict caches are.
+        self.verified: set[tuple[bytes, int, tuple[tuple[int, bytes], ...]]] = set()
         self.keys = [member.public_key for member in genesis.members]
         self.violations: list[str] = []
         self.commits: dict[int, dict[int, tuple[bytes, bytes, bytes]]] = {}  # round -> member -> (hash, model, ledger)
@@ -116,7 +120,7 @@ class Checkers:
         if member in self.byzantine:
             return
         try:
-            record.verify(self.genesis.hash, self.keys, self.genesis.quorum, self.verifier)
+            self._verify(record)
         except (MessageError, SignatureError) as error:
             text = f"certificate: round {record.value.round}: member {member} stored a record that does not verify: {error}"
             if text not in self.violations:  # the end-of-run scan finds what the install check found
@@ -209,11 +213,21 @@ class Checkers:
                 self.violations.append(f"stored chain: round {value.round}: member {member}'s stored record {problem}")
                 return
             try:
-                record.verify(self.genesis.hash, self.keys, self.genesis.quorum, self.verifier)
+                self._verify(record)
             except (MessageError, SignatureError):
                 self.certificate(member, record)
                 return
             previous, expected = round_hash, value.round + 1
+
+    def _verify(self, record: Record) -> None:
+        """`Record.verify`, once per distinct certificate (a failure is never remembered)."""
+        key = (record.value.id(self.genesis.hash), record.view, record.certificate)
+        if key in self.verified:
+            return
+        record.verify(self.genesis.hash, self.keys, self.genesis.quorum, self.verifier)
+        if len(self.verified) >= VERIFIED_CERTIFICATES_MAX:
+            self.verified.clear()
+        self.verified.add(key)
 
     def storage(self, member: int, measured: StoredBytes, rounds: int, views: int) -> None:
         """An honest member that committed ``rounds`` rounds stores at most `storage_bound`'s bytes."""
