@@ -84,7 +84,7 @@ def test_a_full_disk_stops_the_node_with_exit_6_and_nothing_half_written(tmp_pat
     """A one-member network whose database may not grow (SQLite's max_page_count: a full disk):
     the node's first signature cannot be recorded, so it logs why and exits 6; the database is
     intact and records no signature."""
-    assert keys_main(["network", "--nodes", "1", "--out", str(tmp_path / "net"), "--model", "synthetic", "--dimension", "2048"]) == 0
+    assert keys_main(["network", "--nodes", "1", "--out", str(tmp_path / "net"), "--model", "synthetic", "--dimension", "40000"]) == 0  # a 160 KB update needs pages the database lacks
     genesis = load_genesis(tmp_path / "net" / "peers.toml")
     Store(tmp_path / "data", genesis, genesis.members[0].public_key).close()
     connect = sqlite3.connect

@@ -17,7 +17,7 @@ from qora_p2p.node.workload import WorkloadConfig, build_workload
 from qora_p2p.protocol.effects import Broadcast, SignedSlot
 from qora_p2p.protocol.genesis import Genesis, Member, ModelSpec
 
-DIMENSION = 2_048  # the update payload (8 KiB) needs pages of its own
+DIMENSION = 40_000  # the update payload (160 KB) needs pages of its own (two 64 KiB pages would not hold it)
 
 
 class RecordingTransport:
