@@ -35,11 +35,10 @@ stored chain is verified and every honest member must have committed every round
 from __future__ import annotations
 
 import hashlib
-import heapq
 import random
 import traceback
 import zlib
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -82,6 +81,7 @@ from qora_p2p.sim.adversaries import ADVERSARIES
 from qora_p2p.sim.adversary import Adversary, Observed, World
 from qora_p2p.sim.checkers import Checkers
 from qora_p2p.sim.config import STRATEGIES, RoundStats, SimConfig, SimResult
+from qora_p2p.sim.events import EventQueue
 from qora_p2p.sim.faults import ALL_FAULT_PROFILES, FAULT_PROFILES, Fault, Links
 from qora_p2p.sim.storage import MeasuredStore
 
@@ -223,11 +223,7 @@ class Simulation:
         if config.schedule is not None:
             self.faults = sorted(config.schedule, key=lambda fault: fault.at_ms)
         self.partition: set[int] = set()
-        # The event queue, ordered by (time, push order): one FIFO per millisecond that has events,
-        # and a heap of those milliseconds. Popping is O(1) within a millisecond; a heap of every
-        # event (millions under a flood) spent a fifth of the run on heap operations.
-        self.queue: dict[int, deque[tuple[str, Any]]] = {}
-        self.times: list[int] = []
+        self.queue = EventQueue()
         self.now = 0
         self.trace = hashlib.sha256(f"qora-sim/{config}".encode())
         self.decode_cache: dict[bytes, Message] = {}
@@ -283,21 +279,7 @@ class Simulation:
         return node.store.restore().core(self.genesis, node.identity, now, self._verify)
 
     def _push(self, at: int, kind: str, payload: Any) -> None:
-        bucket = self.queue.get(at)
-        if bucket is None:
-            self.queue[at] = bucket = deque()
-            heapq.heappush(self.times, at)
-        bucket.append((kind, payload))
-
-    def _pop(self) -> tuple[int, str, Any]:
-        """The earliest event, and among events of one time the first pushed."""
-        at = self.times[0]
-        bucket = self.queue[at]
-        kind, payload = bucket.popleft()
-        if not bucket:
-            del self.queue[at]
-            heapq.heappop(self.times)
-        return at, kind, payload
+        self.queue.push(at, kind, payload)
 
     def _encode(self, message: Message) -> bytes:
         cached = self.encode_cache.get(id(message))
@@ -560,7 +542,7 @@ class Simulation:
         limit = (self.config.rounds + 2) * SIM_TIME_PER_ROUND_MS
         stall_check = STALL_CHECK_MS
         while self.queue and not self._done() and not self.violations:
-            at, kind, payload = self._pop()
+            at, kind, payload = self.queue.pop()
             if at > limit:
                 break
             if at >= stall_check:  # no event of its own: runs that never stall are unchanged
