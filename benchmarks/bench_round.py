@@ -26,23 +26,34 @@ stragglers once it holds n - f updates), the value a LAN deployment would use.
 
 All N processes share this machine's cores, so CPU contention is part of what is measured.
 
-Where a node's CPU goes (N = 10, P = 100K, synthetic; member 3 sampled for 20 s with
-``py-spy record --gil --threads -r 250``, each sample charged to the innermost project module on
-its stack; only samples of a thread holding the GIL count, so C code that releases it, such as
-SHA-256 and BLAKE2b of large buffers, SQLite's writes and most numpy kernels, is under-counted):
+Where a node's CPU goes (N = 10, P = 100K, synthetic; member 3 of a running benchmark sampled for
+12 s with ``perf record -F 999 -g``, every thread, kernel included). By shared object:
 
-    encrypted channel (ChaCha20-Poly1305 of 3.6 MB out and in, which holds the GIL)   21.8%
-    node driver (handing store writes, compute and training to worker threads)        18.5%
-    trio's scheduler, sockets and thread cache                                        13.9%
-    message encode and decode (msgpack, canonical check, update digests)              13.7%
-    aggregation (centered clipping and its exact inner products)                      13.3%
-    transport (peer queues, limits)                                                    6.5%
-    protocol core 3.8%, state and ledger 2.9%, SQLite store 2.5%, Ed25519 1.5%, training 1.2%
+    CPython interpreter (trio, transport, channel, codec, core: Python code itself)  39.0%
+    numpy (aggregation, synthetic updates, payload checks)                            14.0%
+    kernel (sockets, scheduling, file writes)                                         12.5%
+    libc (memcpy and malloc)                                                            6.9%
+    OpenSSL (SHA-256 of updates and models)                                             6.5%
+    ChaCha20-Poly1305 (the channel, cryptography's Rust bindings)                       4.5%
+    numpy's random generator (drawing the synthetic update: the workload)               6.0%
+    BLAKE2b (the store's row checksums)                                                 4.2%
+    Ed25519 (libsodium) 3.3%, SQLite 1.6%, msgpack 0.4%
 
-Measured with the decode and store changes of this benchmark's history in; before them, message
-encode and decode was 24.5% (half of it packing each received update again to check its encoding).
-A CPU-clock profile of all threads (yappi) agrees on the order: trio's machinery and Python-level
-overhead per message, not the per-round arithmetic, are most of the 0.06 CPU-s a node spends.
+and by thread: the Trio thread 59.6%, the round computation 16.7% (compute_round: centered
+clipping, about 8.7 ms per round alone in-process), store commits 9.7%, training 7.6%, store
+signatures 4.1%. The interpreter's share is spread over trio's scheduling, the reader and writer
+tasks, the codec and the core, with no function above a few percent: what is left is Python's
+cost per message (about 55 received and 26 sent per round), not per-round arithmetic.
+
+Changes measured against this profile's predecessors (py-spy --gil and perf, same configuration):
+
+* the store wrote ~440 pages per fsync with 4 KiB pages (strace): 28 with 64 KiB pages;
+* the kernel's share was 24.5%, a third of it page faults and page clearing for buffers glibc
+  had just unmapped or trimmed; qora-node now raises glibc's thresholds (`qora_p2p.node.allocator`);
+* message decode was 24.5% of GIL time before large messages were checked field by field;
+* update payloads are checked in place and stacked with one copy, signed bodies packed once.
+
+CPU per node and round went from 0.064-0.065 s to 0.047-0.048 s (0.025 s is the target: not met).
 
 The trusted-server baseline: with an interpreter that has ``flwr`` (this one, or
 ``--flower-python PATH``, e.g. a virtual environment with ``pip install flwr``), each synthetic
