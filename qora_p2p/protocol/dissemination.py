@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from qora_p2p.errors import FixedPointError, MessageError
-from qora_p2p.fixedpoint import check_vector
 from qora_p2p.protocol.effects import Send
 from qora_p2p.protocol.limits import FETCH_RETRY_MS, UPDATES_PER_SENDER_MAX
 from qora_p2p.protocol.messages import NIL, Announce, Evidence, Fetch, Update, domain
@@ -63,7 +62,7 @@ class Dissemination:
         if update.digest in self.held.get(update.sender, {}):
             return
         try:
-            check_vector(update.payload, core.genesis.model.dimension)  # what compute_round will decode
+            update.check_payload(core.genesis.model.dimension)  # what compute_round will decode
         except FixedPointError as error:
             raise MessageError(f"update payload: {error}") from error
         core.verifier(core.keys[update.sender], domain(core.genesis_hash, Update.KIND), update.header().body, update.signature)

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Self
 import msgpack
 
 from qora_p2p.errors import MessageError, SignatureError
+from qora_p2p.fixedpoint import check_vector
 from qora_p2p.identity import Identity, verify
 
 __all__ = [
@@ -232,6 +233,8 @@ class Update(Message):
     # up by it several times (a 400 KB payload costs ~0.2 ms to hash).
     digest: bytes = field(init=False, repr=False, compare=False)
     signed: bytes = field(init=False, repr=False, compare=False)  # the signed body, packed once
+    # The vector length the payload was last found valid for (`check_payload`); 0: not yet.
+    checked_length: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
         _int(self.round, "round", 1, ROUND_MAX)
@@ -255,6 +258,17 @@ class Update(Message):
 
     def header(self) -> SignedHeader:
         return SignedHeader(self.KIND, self.signed, self.signature)
+
+    def check_payload(self, length: int) -> None:
+        """`qora_p2p.fixedpoint.check_vector` of the payload, done once per update and length (a
+        simulated network hands one decoded update to every member).
+
+        Raises:
+            FixedPointError: a payload the round transition could not decode.
+        """
+        if self.checked_length != length or not length:
+            check_vector(self.payload, length)
+            object.__setattr__(self, "checked_length", length)
 
     def verify(self, genesis_hash: bytes, public_key: bytes) -> None:
         verify(public_key, domain(genesis_hash, self.KIND), self.header().body, self.signature)

@@ -6,11 +6,13 @@ import hashlib
 import random
 
 import msgpack
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qora_p2p.errors import MessageError, SignatureError
+from qora_p2p.errors import FixedPointError, MessageError, SignatureError
+from qora_p2p.fixedpoint import to_bytes
 from qora_p2p.identity import Identity
 from qora_p2p.protocol.messages import (
     CANONICAL_WALK_BYTES,
@@ -302,3 +304,19 @@ def test_a_large_update_with_a_byte_changed_near_its_header_decodes_to_itself_or
     except MessageError:
         return
     assert message.encode() == bytes(data)
+
+
+def test_an_updates_payload_check_is_remembered_only_when_it_passes():
+    """`Update.check_payload` refuses what `check_vector` refuses, every time it is asked, and a
+    payload found valid for one length is still checked for another."""
+    identity = Identity.generate()
+    bad = Update.create(identity, bytes(32), 1, bytes(32), 0, b"\x00\x00\x00\x80" + to_bytes(np.zeros(3, dtype=np.int32)))
+    for _ in range(2):
+        with pytest.raises(FixedPointError, match="-2\\*\\*31"):
+            bad.check_payload(4)
+    good = Update.create(identity, bytes(32), 1, bytes(32), 0, to_bytes(np.arange(4, dtype=np.int32)))
+    good.check_payload(4)
+    assert good.checked_length == 4
+    with pytest.raises(FixedPointError, match="needs 12 bytes"):
+        good.check_payload(3)
+    good.check_payload(4)
