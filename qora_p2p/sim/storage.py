@@ -44,6 +44,15 @@ SLOT_BYTES_MAX = len("precommit") + 8 + 8 + DIGEST_BYTES
 STATE_FRAMING_BYTES = 64  # msgpack array and bin headers, round, last hash
 
 
+_MEASURE = """SELECT
+    (SELECT SUM(LENGTH(key) + LENGTH(value)) FROM meta),
+    (SELECT SUM(8 + LENGTH(hash) + LENGTH(data)) FROM records),
+    (SELECT SUM(16 + LENGTH(data)) FROM state),
+    (SELECT SUM(8 + LENGTH(data)) FROM checkpoints),
+    (SELECT SUM(LENGTH(kind) + 16 + LENGTH(content) + IFNULL(LENGTH(payload), 0)) FROM signed),
+    (SELECT GROUP_CONCAT(round) FROM (SELECT DISTINCT round FROM signed))"""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredBytes:
     """Logical bytes per table of one member's store, and the rounds its guard holds slots of."""
@@ -82,19 +91,10 @@ class MeasuredStore(Store):
         return cls(None, genesis, public_key)
 
     def stored_bytes(self) -> StoredBytes:
-        """Logical bytes of every table, read in one go."""
-
-        def total(query: str) -> int:
-            row = self._db.execute(query).fetchone()
-            return int(row[0] or 0)
-
+        """Logical bytes of every table, read in one query (it runs after every signature)."""
         with self._lock:
-            measured = StoredBytes(
-                meta=total("SELECT SUM(LENGTH(key) + LENGTH(value)) FROM meta"),
-                records=total("SELECT SUM(8 + LENGTH(hash) + LENGTH(data)) FROM records"),
-                state=total("SELECT SUM(16 + LENGTH(data)) FROM state"),
-                checkpoints=total("SELECT SUM(8 + LENGTH(data)) FROM checkpoints"),
-                signed=total("SELECT SUM(LENGTH(kind) + 16 + LENGTH(content) + IFNULL(LENGTH(payload), 0)) FROM signed"),
-                signed_rounds=tuple(row[0] for row in self._db.execute("SELECT DISTINCT round FROM signed ORDER BY round")),
-            )
-        return measured
+            row = self._db.execute(_MEASURE).fetchone()
+        *totals, rounds = row
+        meta, records, state, checkpoints, signed = (int(value or 0) for value in totals)
+        signed_rounds = tuple(sorted({int(number) for number in rounds.split(",")})) if rounds else ()
+        return StoredBytes(meta, records, state, checkpoints, signed, signed_rounds)
