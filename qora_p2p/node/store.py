@@ -81,7 +81,7 @@ CHECKPOINTS_KEPT = 5  # older checkpoints are deleted: disk use stays bounded by
 RECORDS_RESTORED_MAX = 256  # records handed back to the core at start (it serves catch-up from them)
 BUSY_TIMEOUT_S = 30.0  # another process holding the database (inspect) waits at most this long
 # A new database's page size (SQLite's largest). Models and updates are blobs of hundreds of
-# kilobytes, written every round: 4 KiB pages cost one write call each (about 500 a round at
+# kilobytes, written every round: 4 KiB pages cost one write call each (about 440 per fsync at
 # P = 100K); 64 KiB pages cut that sixteenfold. An existing database keeps the size it was made with.
 PAGE_BYTES = 65536
 WAL_AUTOCHECKPOINT_PAGES = 256  # 16 MiB of WAL with 64 KiB pages (SQLite's default is 1000 pages)

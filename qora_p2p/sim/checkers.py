@@ -30,6 +30,7 @@ members; the run stops at the first one, and its seed replays it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -76,9 +77,9 @@ class Checkers:
 
     def __init__(self, genesis: Genesis, byzantine: set[int], verifier: Verifier = verify) -> None:
         self.genesis, self.byzantine, self.verifier = genesis, byzantine, verifier
-        # Certificates already verified (every honest member stores the same records): value id,
-        # view and signatures. Emptied when full, as the verdict caches are.
-        self.verified: set[tuple[bytes, int, tuple[tuple[int, bytes], ...]]] = set()
+        # Certificates already verified (honest members mostly store the same records): value id,
+        # view and a SHA-256 of the signatures, so an entry is small whatever n is. Emptied when full.
+        self.verified: set[tuple[bytes, int, bytes]] = set()
         self.keys = [member.public_key for member in genesis.members]
         self.violations: list[str] = []
         self.commits: dict[int, dict[int, tuple[bytes, bytes, bytes]]] = {}  # round -> member -> (hash, model, ledger)
@@ -221,7 +222,8 @@ class Checkers:
 
     def _verify(self, record: Record) -> None:
         """`Record.verify`, once per distinct certificate (a failure is never remembered)."""
-        key = (record.value.id(self.genesis.hash), record.view, record.certificate)
+        signatures = hashlib.sha256(b"".join(voter.to_bytes(2, "big") + signature for voter, signature in record.certificate))
+        key = (record.value.id(self.genesis.hash), record.view, signatures.digest())
         if key in self.verified:
             return
         record.verify(self.genesis.hash, self.keys, self.genesis.quorum, self.verifier)
