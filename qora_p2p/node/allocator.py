@@ -12,8 +12,10 @@ P = 100K: page faults and page clearing were about 7 % of the member's CPU).
 ``TRIM_THRESHOLD_BYTES`` for the next round. Measured with ten members on this machine (alternating
 runs of 25 rounds, mean CPU per member and round): 0.0575 / 0.0583 / 0.0502 s with glibc's
 defaults, 0.0512 / 0.0534 / 0.0446 s tuned; round p50 305 / 303 / 266 ms against 264 / 275 /
-234 ms; peak RSS per member 99 MB against 100 MB. ``qora-node --system-allocator`` leaves the
-defaults. Elsewhere (not glibc) this does nothing.
+234 ms; peak RSS per member 99 MB against 100 MB. On configurations it was not tuned on: four
+members, P = 1M, 0.2365 / 0.2452 s against 0.2164 / 0.2255 s; four members, P = 10K (buffers below
+glibc's default thresholds), no difference (0.0100 / 0.0124 s against 0.0111 / 0.0113 s).
+``qora-node --system-allocator`` leaves the defaults. Elsewhere (not glibc) this does nothing.
 """
 
 from __future__ import annotations
