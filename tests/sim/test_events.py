@@ -17,7 +17,8 @@ steps = st.lists(st.one_of(st.integers(-3, 5).map(lambda offset: ("push", offset
 
 @given(steps)
 def test_the_queue_pops_what_a_heap_of_time_and_sequence_pops(script):
-    queue, heap, sequence, now = EventQueue(), [], itertools.count(), 0
+    heap: list[tuple[int, int]] = []
+    queue, sequence, now = EventQueue(), itertools.count(), 0
     for action, offset in script:
         if action == "push":
             number = next(sequence)
