@@ -210,7 +210,8 @@ class Agreement:
             self.second_votes[key] = vote
             core.evidence.accept(Evidence(vote.voter, earlier.header(), vote.header()), now_ms)
         assert self.votes.get(key) is vote or self.second_votes.get(key) is vote, "a vote is stored before it counts"
-        self.run(self.consensus.on_vote(kind, vote.view, vote.voter, vote.value_id), now_ms)
+        if actions := self.consensus.on_vote(kind, vote.view, vote.voter, vote.value_id):  # most votes change nothing
+            self.run(actions, now_ms)
 
     def _help_view(self, peer: int, view: int) -> None:
         """A peer is in an earlier view of our round: send it the view's proposal and our votes in

@@ -187,25 +187,44 @@ class Tendermint:
         return self._run()
 
     def on_vote(self, kind: Step, view: int, voter: int, value_id: bytes) -> list[Action]:
-        """A correctly signed prevote or precommit (the core forwards at most two per voter and view)."""
-        self._record_vote(kind, view, voter, value_id)
+        """A correctly signed prevote or precommit (the core forwards at most two per voter and view).
+
+        Most votes change no rule's outcome, and the rules are not run for them: every input ends
+        with the rules settled (`_run` fires until none applies), a vote only raises counts, and
+        every rule compares a count with ``>= quorum`` or asks whether a view is ripe. So a rule
+        can fire after a vote only if one of its counts reached the quorum with it, or a view
+        became ripe; `_record_vote` says whether either happened. (In a network of 1000, about
+        two votes in 1000 do.)"""
+        if not self._record_vote(kind, view, voter, value_id):
+            assert not self._actions, "the rules were settled before this vote"
+            return []
         return self._run()
 
-    def _record_vote(self, kind: Step, view: int, voter: int, value_id: bytes) -> None:
+    def _record_vote(self, kind: Step, view: int, voter: int, value_id: bytes) -> bool:
+        """Count a vote; True if a count it raised reached the quorum or a view became ripe."""
         table = self.prevotes if kind is Step.PREVOTE else self.precommits
         values = table.setdefault(view, {}).setdefault(voter, set())
+        quorum = self.quorum
+        reached = False
         if not values:
-            self._voters[(kind, view)] = self._voters.get((kind, view), 0) + 1
+            voters = self._voters.get((kind, view), 0) + 1
+            self._voters[(kind, view)] = voters
+            reached = voters == quorum
         if value_id not in values:
             values.add(value_id)
-            self._tally[(kind, view, value_id)] = self._tally.get((kind, view, value_id), 0) + 1
-        self._heard(view, voter)
+            tally = self._tally.get((kind, view, value_id), 0) + 1
+            self._tally[(kind, view, value_id)] = tally
+            reached = reached or tally == quorum
+        return self._heard(view, voter) or reached
 
-    def _heard(self, view: int, member: int) -> None:
+    def _heard(self, view: int, member: int) -> bool:
+        """Note a message of ``member`` in ``view``; True if that made the view ripe."""
         senders = self._senders_above.setdefault(view, set())
         senders.add(member)
-        if len(senders) >= self.faulty + 1 and view > self.view:
+        if len(senders) >= self.faulty + 1 and view > self.view and view not in self._ripe:
             self._ripe.add(view)  # views at or below ours can never move us (line 55)
+            return True
+        return False
 
     def on_certified(self, view: int, value_id: bytes, voters: list[int]) -> list[Action]:
         """A commit certificate for ``value_id`` in ``view`` arrived whole (catch-up): it stands in for

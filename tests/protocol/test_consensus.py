@@ -184,3 +184,82 @@ def test_never_two_votes_in_a_slot_and_at_most_one_decision(events):
     for action in emitted:
         if isinstance(action, Vote) and action.value_id != NIL:
             assert consensus.validity.get(action.value_id) is True
+
+
+class AlwaysRunsTheRules(Tendermint):
+    """The reference: runs every rule after every vote (what `Tendermint.on_vote` skips)."""
+
+    def on_vote(self, kind, view, voter, value_id):
+        self._record_vote(kind, view, voter, value_id)
+        return self._run()
+
+
+@settings(max_examples=500)
+@given(
+    st.sampled_from([4, 7, 10]),
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("proposal"), st.integers(0, 2), st.sampled_from([V, W]), st.integers(-1, 1)),
+            st.tuples(st.just("vote"), st.sampled_from([Step.PREVOTE, Step.PRECOMMIT]), st.integers(0, 2), st.integers(0, 9), st.sampled_from([V, W, NIL])),
+            st.tuples(st.just("validity"), st.sampled_from([V, W]), st.booleans()),
+            st.tuples(st.just("timeout"), st.sampled_from(list(Timeout)), st.integers(0, 2)),
+        ),
+        max_size=120,
+    ),
+)
+def test_votes_that_reach_no_quorum_skip_the_rules_without_changing_anything(members, events):
+    """Skipping the rules after a vote that raised no count to the quorum (and made no view ripe)
+    gives the same actions, step by step, as running them after every vote."""
+    faulty = (members - 1) // 3
+    quorum = (members + faulty) // 2 + 1
+    fast = Tendermint(members, faulty, quorum, lambda view: view % members, 1)
+    reference = AlwaysRunsTheRules(members, faulty, quorum, lambda view: view % members, 1)
+    assert echo(fast, fast.start()) == echo(reference, reference.start())
+    for event in events:
+        outputs = []
+        for consensus in (fast, reference):
+            if event[0] == "proposal":
+                _, view, value, valid_view = event
+                actions = consensus.on_proposal(view, value, valid_view) if valid_view < view else []
+            elif event[0] == "vote":
+                _, kind, view, voter, value = event
+                actions = consensus.on_vote(kind, view, voter % members, value)
+            elif event[0] == "validity":
+                actions = consensus.on_validity(event[1], event[2])
+            else:
+                actions = consensus.on_timeout(event[1], event[2])
+            outputs.append(echo(consensus, actions))
+        assert outputs[0] == outputs[1]
+        assert (fast.view, fast.step, fast.decision, fast.locked_value, fast.valid_value) == (reference.view, reference.step, reference.decision, reference.locked_value, reference.valid_value)
+
+
+def _both(members, inputs):
+    """``inputs`` (method name, arguments) fed to the fast machine and to the reference."""
+    faulty = (members - 1) // 3
+    quorum = (members + faulty) // 2 + 1
+    runs = []
+    for kind in (Tendermint, AlwaysRunsTheRules):
+        consensus = kind(members, faulty, quorum, lambda view: view % members, 1)
+        runs.append([echo(consensus, consensus.start())] + [echo(consensus, getattr(consensus, name)(*arguments)) for name, arguments in inputs])
+    return runs
+
+
+def test_a_quorum_of_one_value_after_a_quorum_of_voters_still_fires():
+    # Four members, quorum 3: the voters reach the quorum first (split), then V's tally does.
+    prevotes = [("on_vote", (Step.PREVOTE, 0, voter, value)) for voter, value in ((0, W), (2, V), (3, V))]
+    fast, reference = _both(4, [("on_proposal", (0, V, -1)), ("on_validity", (V, True)), *prevotes])
+    assert fast == reference
+    assert any(isinstance(action, Vote) and action.kind is Step.PRECOMMIT and action.value_id == V for step in fast for action in step)
+
+
+def test_precommits_split_then_a_quorum_decides_and_a_ripe_view_moves_us():
+    # Seven members, quorum 5, f + 1 = 3: precommits for V arrive after a split quorum of voters.
+    inputs = [("on_proposal", (0, V, -1)), ("on_validity", (V, True))]
+    inputs += [("on_vote", (Step.PRECOMMIT, 0, voter, NIL if voter == 0 else V)) for voter in (0, 2, 3, 4, 5, 6)]
+    fast, reference = _both(7, inputs)
+    assert fast == reference
+    assert any(isinstance(action, Decide) for step in fast for action in step)
+    ripe = [("on_vote", (Step.PREVOTE, 3, voter, NIL)) for voter in (0, 2, 3)]
+    fast, reference = _both(7, ripe)
+    assert fast == reference
+    assert any(isinstance(action, Schedule) and action.view == 3 for action in fast[-1])
