@@ -4,13 +4,16 @@
     python benchmarks/bench_sim.py --strategies mixed,silent,flood
     python benchmarks/bench_sim.py --against e68daf4        # the same runs on that commit's code too
     python benchmarks/bench_sim.py --large                  # adds N=300/99 x 3 and N=1000/333 x 5 (hours)
+    python benchmarks/bench_sim.py --sizes 1000 --strategies adversary:silent_member   # about 4 minutes
     python benchmarks/bench_sim.py --json
 
 Every configuration runs the unmodified protocol core of every member in the deterministic
 simulator (`qora_p2p.sim`), one after another in this process, with Byzantine members following
 each of ``--strategies`` ("mixed", the default, cycles through equivocation, invalid proposals,
 conflicting and withheld votes, junk, replay, floods and poisoned updates; "silent" members send
-nothing; "flood" members all flood) and synthetic updates of P int32 values. Wall time is the
+nothing; "flood" members all flood), or driven by an adversary (``adversary:silent_member``: members
+that are not there at all, with no core, that nothing is sent to) and synthetic updates of P int32
+values. Wall time is the
 simulator's own clock around the run (setup excluded); simulated time is the virtual clock at the
 last commit.
 
@@ -45,13 +48,14 @@ if __package__ in (None, ""):
 
 from benchmarks.common import emit_json, machine, print_table
 from qora_p2p.cli.sim import summary
+from qora_p2p.sim import ADVERSARIES, SimConfig, run_simulation
 from qora_p2p.sim import STRATEGIES as SINGLE_STRATEGIES
-from qora_p2p.sim import SimConfig, run_simulation
 
 WALL_TARGET_S = 10.0  # N=100, 33 Byzantine, 20 rounds, P=1000
 UPDATE_BYTES_RATIO_TARGET = 1.25  # update bytes received over the (n-1) x update lower bound
 BASELINE_TIMEOUT_S = 4 * 3600
 STRATEGIES = ("mixed", *SINGLE_STRATEGIES)
+ADVERSARY_PREFIX = "adversary:"  # --strategies entry naming an adversary of qora_p2p.sim instead
 
 # (nodes, byzantine, rounds, model_dim)
 STANDARD = [(10, 3, 20, 1000), (100, 33, 20, 1000)]
@@ -72,7 +76,8 @@ print(json.dumps({"wall_seconds": result.wall_s, "trace_hash": result.trace_hash
 
 
 def config_fields(nodes: int, byzantine: int, rounds: int, dimension: int, seed: int, strategy: str) -> dict[str, Any]:
-    return {
+    """SimConfig fields; ``strategy`` is a strategy's name or ``adversary:NAME``."""
+    fields: dict[str, Any] = {
         "nodes": nodes,
         "byzantine": byzantine,
         "rounds": rounds,
@@ -82,6 +87,9 @@ def config_fields(nodes: int, byzantine: int, rounds: int, dimension: int, seed:
         "rule": RULE,
         "rule_params": RULE_PARAMS,
     }
+    if strategy.startswith(ADVERSARY_PREFIX):
+        fields["strategy"], fields["adversary"] = "mixed", strategy.removeprefix(ADVERSARY_PREFIX)
+    return fields
 
 
 def run(fields: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +129,7 @@ def table_row(report: dict[str, Any], against: str | None) -> list[object]:
     row: list[object] = [
         config["nodes"],
         config["byzantine"],
-        config["strategy"],
+        ADVERSARY_PREFIX + config["adversary"] if config.get("adversary") else config["strategy"],
         config["rounds"],
         config["model_dim"],
         "yes" if report["ok"] else "NO",
@@ -144,20 +152,41 @@ def table_row(report: dict[str, Any], against: str | None) -> list[object]:
     return row
 
 
+def chosen(arguments: argparse.ArgumentParser, args: argparse.Namespace) -> list[tuple[int, int, int, int, str]]:
+    """(nodes, byzantine, rounds, model_dim, strategy) of every run the options ask for."""
+    strategies = [name.strip() for name in args.strategies.split(",") if name.strip()]
+    known = [*STRATEGIES, *(ADVERSARY_PREFIX + name for name in ADVERSARIES)]
+    unknown = [name for name in strategies if name not in known]
+    if unknown or not strategies:
+        arguments.error(f"--strategies: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}")
+    shapes = STANDARD + LARGE if args.large or args.sizes else STANDARD
+    if args.sizes:
+        try:
+            sizes = {int(size) for size in args.sizes.split(",")}
+        except ValueError:
+            arguments.error(f"--sizes: {args.sizes!r} is not a comma-separated list of N")
+        shapes = [shape for shape in shapes if shape[0] in sizes]
+        if not shapes:
+            arguments.error(f"--sizes: none of {args.sizes} is a configured N ({', '.join(str(shape[0]) for shape in STANDARD + LARGE)})")
+
+    configurations = [(*shape, strategy) for strategy in strategies for shape in shapes]
+    return configurations
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     arguments.add_argument("--large", action="store_true", help="also run N=300 and N=1000 (very long)")
     arguments.add_argument("--seed", type=int, default=1, help="simulation seed (default 1)")
-    arguments.add_argument("--strategies", default="mixed", help=f"comma-separated Byzantine strategies (default mixed; any of {', '.join(STRATEGIES)})")
+    arguments.add_argument(
+        "--strategies",
+        default="mixed",
+        help=f"comma-separated Byzantine strategies (default mixed; any of {', '.join(STRATEGIES)}), or adversary:NAME (one of {', '.join(ADVERSARIES)})",
+    )
+    arguments.add_argument("--sizes", metavar="N,...", help="only the configurations of these N (of 10, 100, 300, 1000)")
     arguments.add_argument("--against", metavar="REF", help="also run every configuration on the code of git commit REF")
     arguments.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = arguments.parse_args(argv)
-    strategies = [name.strip() for name in args.strategies.split(",") if name.strip()]
-    unknown = [name for name in strategies if name not in STRATEGIES]
-    if unknown or not strategies:
-        arguments.error(f"--strategies: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(STRATEGIES)}")
-
-    configurations = [(*shape, strategy) for strategy in strategies for shape in STANDARD + (LARGE if args.large else [])]
+    configurations = chosen(arguments, args)
     with tempfile.TemporaryDirectory(prefix="qora-bench-sim-") as baseline_directory:
         if args.against:
             checkout(args.against, Path(baseline_directory))

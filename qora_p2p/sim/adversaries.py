@@ -445,9 +445,10 @@ class FarAhead(BaseAdversary):
 
 
 class SilentMember(BaseAdversary):
-    """No core, no messages: a member that is simply not there."""
+    """No core, no messages: a member that is simply not there (nothing is carried to it)."""
 
     runs_core = False
+    hears = False
 
 
 # The two that still break the protocol (tests/sim/test_adversaries.py) come last, so that

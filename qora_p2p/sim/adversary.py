@@ -136,6 +136,9 @@ class Adversary(Protocol):
 
     runs_core: bool  # drive an honest core for this member, its effects passed through `outgoing`
     observes: bool  # call `observe` with every message an honest member sends
+    # Carry messages to this member at all (`delivered`). False only for one without a core that
+    # ignores what it is sent: the links then draw nothing for it and the queue holds nothing for it.
+    hears: bool
 
     def start(self, world: World) -> None:
         """The run begins (after every core's first effects)."""
@@ -159,6 +162,7 @@ class BaseAdversary:
 
     runs_core: bool = True
     observes: bool = False
+    hears: bool = True
 
     def start(self, world: World) -> None:
         return None

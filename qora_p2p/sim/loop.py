@@ -55,7 +55,6 @@ from qora_p2p.protocol.effects import (
     Broadcast,
     Commit,
     Compute,
-    Effect,
     Event,
     Installed,
     Penalize,
@@ -136,7 +135,7 @@ class _Effects:
         simulation = self.simulation
         data = simulation._encode(effect.message)
         simulation.messages[type(effect.message).__name__] += simulation.config.nodes - 1
-        simulation._transmit_all(self.node.index, range(simulation.config.nodes), data)
+        simulation._transmit_all(self.node.index, simulation.hearing, data)
         self._sent(data)
         if simulation.observers:
             index = self.node.index
@@ -264,6 +263,9 @@ class Simulation:
                 node.world = World(self, index, self.identities, self.genesis, self.limits, config.byzantine_members, rng, coalition)
             self.nodes.append(node)
         self.observers = [node for node in self.nodes if node.adversary is not None and node.adversary.observes]
+        # Members messages are carried to: all but adversaries without a core that ignore them.
+        self.deaf = {node.index for node in self.nodes if node.adversary is not None and not node.driven and not getattr(node.adversary, "hears", True)}
+        self.hearing = tuple(index for index in range(config.nodes) if index not in self.deaf)
 
     def _adversary(self, index: int, given: Mapping[int, Adversary]) -> Adversary | None:
         if index not in self.byzantine or index in given:
@@ -272,7 +274,6 @@ class Simulation:
         return ADVERSARIES[name]() if name else None
 
     # ------------------------------------------------------------------------ plumbing
-
 
     def _core(self, node: _Node, now: int) -> NodeCore:
         """A core started from the member's store, as the Trio node starts one after a crash."""
@@ -294,7 +295,8 @@ class Simulation:
         return data
 
     def _transmit(self, sender: int, receiver: int, data: bytes) -> None:
-        self._transmit_all(sender, (receiver,), data)
+        if receiver not in self.deaf:
+            self._transmit_all(sender, (receiver,), data)
 
     def _transmit_all(self, sender: int, receivers: Iterable[int], data: bytes) -> None:
         """``data`` from ``sender`` to each of ``receivers`` in order, through the links: every
@@ -324,17 +326,14 @@ class Simulation:
         for effect in node.core.drain():
             if adversary is not None:
                 for chosen in self._call_adversary(node, adversary.outgoing, effect) or ():
-                    self._effect(node, chosen)
+                    execute(chosen, node.effects)
                 continue
             for transformed in [effect] if misbehaviour is None else misbehaviour.apply(effect):
-                self._effect(node, transformed)
+                execute(transformed, node.effects)
         deadline = node.core.next_deadline()
         if node.timer_at != deadline:
             node.timer_at = deadline
             self._push(deadline, "timer", (node.index, deadline))
-
-    def _effect(self, node: _Node, effect: Effect) -> None:
-        execute(effect, node.effects)
 
     def _compute(self, effect: Compute) -> RoundResult | QoraError:
         """The round transition on the effect's inputs, or the error it refused them with."""

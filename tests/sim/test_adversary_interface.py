@@ -144,8 +144,35 @@ def test_a_coreless_adversary_sends_nothing_it_did_not_choose():
     """silent_member has no core: nothing from it ever reaches the links."""
     config = SimConfig(nodes=7, byzantine=2, rounds=3, seed=5, dimension=16, adversary="silent_member")
     simulation = Tapped(config)
-    assert simulation.run().ok
+    result = simulation.run()
+    assert result.ok
     assert not [sender for sender, *_ in simulation.tapped if sender in config.byzantine_members]
+    # It does not hear either: nothing is carried to it, so its links draw nothing.
+    assert not [receiver for _, receiver, *_ in simulation.tapped if receiver in config.byzantine_members]
+    assert all(result.bytes_received[member] == 0 for member in config.byzantine_members)
+
+
+class Listener(BaseAdversary):
+    """No core, but it hears: every message sent to its member reaches `delivered`."""
+
+    runs_core = False
+
+    def __init__(self):
+        self.heard = 0
+
+    def delivered(self, sender, data, message, world):
+        self.heard += 1
+
+
+def test_a_coreless_adversary_that_hears_is_delivered_everything_sent_to_it():
+    config = SimConfig(nodes=7, byzantine=2, rounds=2, seed=5, dimension=16)
+    listener = Listener()
+    member = config.byzantine_members[0]
+    simulation = Tapped(config, adversaries={member: listener})
+    result = simulation.run()
+    assert result.ok, result.violations[:3]
+    carried = [receiver for _, receiver, *_ in simulation.tapped if receiver == member]
+    assert listener.heard > 20 and len(carried) >= listener.heard and result.bytes_received[member] > 0
 
 
 def test_qora_sim_runs_an_adversary_and_prints_its_replay_line(capsys):
