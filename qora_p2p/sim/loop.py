@@ -16,8 +16,8 @@ exercised as on the network; `SignedSlot`, `Commit` and `Installed` go to the me
 store, the node's own `Store` on an in-memory SQLite database, which survives a simulated crash (a
 restarted member's core is built from `Store.restore`, as the Trio node's is); `Compute` runs
 `compute_round` (results are shared between members through a cache keyed by the inputs, which
-changes nothing but time); `Train` produces a synthetic update (a persistent direction, a per-round
-drift and member noise, in fixed point).
+changes nothing but time: `qora_p2p.sim.rounds`); `Train` produces a synthetic update (a
+persistent direction, a per-round drift and member noise, in fixed point).
 
 Byzantine members run an honest core whose effects pass through a strategy (`STRATEGIES`):
 equivocating updates, proposals and votes; invalid proposals; withheld votes; silence; junk bytes;
@@ -72,16 +72,15 @@ from qora_p2p.protocol.messages import (
 )
 from qora_p2p.protocol.state import (
     AgreedState,
-    RoundResult,
-    compute_round,
     genesis_state,
 )
 from qora_p2p.sim.adversaries import ADVERSARIES
 from qora_p2p.sim.adversary import Adversary, Observed, World
 from qora_p2p.sim.checkers import Checkers
 from qora_p2p.sim.config import STRATEGIES, RoundStats, SimConfig, SimResult
-from qora_p2p.sim.events import EventQueue
+from qora_p2p.sim.events import EventQueue, Trace
 from qora_p2p.sim.faults import ALL_FAULT_PROFILES, FAULT_PROFILES, Fault, Links
+from qora_p2p.sim.rounds import RoundCache
 from qora_p2p.sim.storage import MeasuredStore
 
 __all__ = ["FAULT_PROFILES", "STRATEGIES", "Fault", "Links", "RoundStats", "SimConfig", "SimResult", "Simulation", "run_simulation"]
@@ -89,7 +88,6 @@ __all__ = ["FAULT_PROFILES", "STRATEGIES", "Fault", "Links", "RoundStats", "SimC
 DECODE_CACHE_MAX = 200_000  # decoded messages shared between receivers (bytes -> message)
 CACHE_BYTES_MAX = 256 << 20  # and in bytes, for each of the two message caches (floods are full size)
 VERIFY_CACHE_MAX = 1_000_000  # signature verdicts shared between members
-COMPUTE_CACHE_MAX = 256  # round results shared between members
 TRAIN_MS = (40, 160)  # simulated local training time, uniform
 COMPUTE_MS = 5  # simulated aggregation time
 SIM_TIME_PER_ROUND_MS = 120_000  # a run that has not committed by rounds * this has lost liveness
@@ -162,7 +160,7 @@ class _Effects:
 
     def compute(self, effect: Compute) -> None:
         simulation = self.simulation
-        simulation._push(simulation.now + COMPUTE_MS, "computed", (self.node.index, effect.request, simulation._compute(effect)))
+        simulation._push(simulation.now + COMPUTE_MS, "computed", (self.node.index, effect.request, simulation.round_cache.result(effect)))
 
     def commit(self, effect: Commit) -> None:
         self.simulation._committed(self.node, effect.record, effect.state, effect.result.banned + effect.result.proven)
@@ -186,7 +184,7 @@ class _Effects:
     def event(self, effect: Event) -> None:
         simulation = self.simulation
         simulation.events[effect.kind] += 1
-        simulation.trace.update(f"e/{simulation.now}/{self.node.index}/{effect.kind}".encode())
+        simulation.trace.add(f"e/{simulation.now}/{self.node.index}/{effect.kind}")
         if effect.kind == "round_started" and self.node.index not in simulation.byzantine:
             simulation.round_started.setdefault(effect.fields["round"], simulation.now)
 
@@ -224,11 +222,11 @@ class Simulation:
         self.partition: set[int] = set()
         self.queue = EventQueue()
         self.now = 0
-        self.trace = hashlib.sha256(f"qora-sim/{config}".encode())
+        self.trace = Trace(f"qora-sim/{config}")
         self.decode_cache: dict[bytes, Message] = {}
         self.cache_bytes = {"decode": 0, "encode": 0}  # what each message cache holds, about (data and payload)
         self._verify = CachingVerifier(VERIFY_CACHE_MAX)
-        self.compute_cache: dict[bytes, RoundResult | QoraError] = {}
+        self.round_cache = RoundCache(self.genesis)
         self.encode_cache: dict[int, tuple[Message, bytes]] = {}
         self.checkers = Checkers(self.genesis, self.byzantine, self._verify)
         self.checkers.stable_ms = max((fault.at_ms for fault in self.faults), default=0)
@@ -302,20 +300,21 @@ class Simulation:
         """``data`` from ``sender`` to each of ``receivers`` in order, through the links: every
         random draw of `_transmit` one receiver after another, in one loop (a broadcast is most of
         a run's transmissions)."""
-        links, partition, random_draw, push = self.links, self.partition, self.rng.random, self._push
+        links, partition, random_draw, push = self.links, self.partition, self.rng.random, self.queue.push
         drop, duplicate = links.drop, links.duplicate
         low, high = links.delay_ms
         span = high - low + 1
-        now = self.now
+        start = self.now + low
         inside = sender in partition
         for receiver in receivers:
-            if receiver == sender or inside != (receiver in partition):
+            if receiver == sender or (partition and inside != (receiver in partition)):
                 continue
             if drop and random_draw() < drop:
                 continue
-            copies = 2 if duplicate and random_draw() < duplicate else 1
-            for _ in range(copies):
-                push(now + low + int(random_draw() * span), "deliver", (sender, receiver, data))
+            twice = duplicate and random_draw() < duplicate  # drawn before the delays
+            push(start + int(random_draw() * span), "deliver", (sender, receiver, data))
+            if twice:
+                push(start + int(random_draw() * span), "deliver", (sender, receiver, data))
 
     # ------------------------------------------------------------------------ effects
 
@@ -334,25 +333,6 @@ class Simulation:
         if node.timer_at != deadline:
             node.timer_at = deadline
             self._push(deadline, "timer", (node.index, deadline))
-
-    def _compute(self, effect: Compute) -> RoundResult | QoraError:
-        """The round transition on the effect's inputs, or the error it refused them with."""
-        key = hashlib.sha256()
-        key.update(effect.state.last_hash + effect.state.model_digest() + effect.state.ledger_digest())
-        for sender, payload in zip(effect.senders, effect.payloads, strict=True):
-            key.update(sender.to_bytes(2, "big") + hashlib.sha256(payload).digest())
-        key.update(b"".join(culprit.to_bytes(2, "big") for culprit in effect.culprits))
-        digest = key.digest()
-        result = self.compute_cache.get(digest)
-        if result is None:
-            try:
-                result = compute_round(self.genesis, effect.state, effect.senders, effect.payloads, effect.culprits)
-            except QoraError as error:
-                result = error
-            if len(self.compute_cache) >= COMPUTE_CACHE_MAX:
-                self.compute_cache.clear()
-            self.compute_cache[digest] = result
-        return result
 
     # ------------------------------------------------------------------------ adversaries
 
@@ -498,7 +478,7 @@ class Simulation:
         self._run_effects(node)
 
     def _fault(self, fault: Fault) -> None:
-        self.trace.update(f"f/{self.now}/{fault.kind}/{fault.members}".encode())
+        self.trace.add(f"f/{self.now}/{fault.kind}/{fault.members}")
         if fault.kind == "crash":
             for member in fault.members:
                 self.nodes[member].alive = False
@@ -540,6 +520,7 @@ class Simulation:
                 self._call_adversary(node, node.adversary.start)
         limit = (self.config.rounds + 2) * SIM_TIME_PER_ROUND_MS
         stall_check = STALL_CHECK_MS
+        trace = self.trace.add
         while self.queue and not self._done() and not self.violations:
             at, kind, payload = self.queue.pop()
             if at > limit:
@@ -551,9 +532,9 @@ class Simulation:
             self.now = at
             if kind == "deliver":
                 # CRC-32 identifies the bytes well enough for a trace and costs far less than SHA-256.
-                self.trace.update(f"d/{at}/{payload[0]}/{payload[1]}/{zlib.crc32(payload[2])}".encode())
+                trace(f"d/{at}/{payload[0]}/{payload[1]}/{zlib.crc32(payload[2])}")
             else:
-                self.trace.update(f"{kind[0]}/{at}/{payload[0] if kind != 'fault' else ''}".encode())
+                trace(f"{kind[0]}/{at}/{payload[0] if kind != 'fault' else ''}")
             try:
                 self._handle(kind, payload)
             except Exception:
