@@ -70,7 +70,13 @@ class AgreedState:
         return _model_digest(self.model, self.aggregate)
 
     def ledger_digest(self) -> bytes:
-        return hashlib.sha256(b"no ledger").digest() if self.ledger is None else self.ledger.digest()
+        """Remembered after the first call: the ledger (frozen, of frozen standings) cannot change,
+        and every member asks for it several times a round."""
+        digest: bytes | None = self.__dict__.get("_ledger_digest")
+        if digest is None:
+            digest = hashlib.sha256(b"no ledger").digest() if self.ledger is None else self.ledger.digest()
+            self.__dict__["_ledger_digest"] = digest  # not a field: equality and repr ignore it
+        return digest
 
     def committed(self, round_hash: bytes) -> AgreedState:
         """This state as committed under ``round_hash`` (`compute_round` cannot know the hash: the

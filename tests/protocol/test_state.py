@@ -76,3 +76,13 @@ def test_snapshots_round_trip_and_reject_garbage():
         state_from_snapshot(GENESIS, 1, b"h" * 32, model[:-8], aggregate_bytes, ledger)
     with pytest.raises(MessageError):
         state_from_snapshot(GENESIS, 1, b"h" * 32, model, aggregate_bytes, ledger + b"\x00")
+
+
+def test_a_remembered_ledger_digest_is_the_ledgers_and_each_state_has_its_own():
+    state = genesis_state(GENESIS)
+    after = compute_round(GENESIS, state, [0, 1, 2, 3], payloads(), [3]).state  # evidence bans member 3
+    assert after.ledger is not None and state.ledger is not None and after.ledger != state.ledger
+    for one in (state, after, after.committed(b"\x02" * 32)):
+        assert one.ledger_digest() == one.ledger_digest() == (one.ledger.digest() if one.ledger else None)
+    assert state.ledger_digest() != after.ledger_digest()
+    assert "_ledger_digest" not in repr(state)
