@@ -170,6 +170,23 @@ def _pair(value: Any, name: str, limits: Limits) -> tuple[int, bytes]:
     return _int(items[0], f"{name}.member", 0, limits.members - 1), _bytes(items[1], f"{name}.digest", DIGEST_BYTES)
 
 
+def _pairs(value: Any, name: str, limits: Limits, length: int, check: Callable[[Any, str], tuple[int, bytes]]) -> tuple[tuple[int, bytes], ...]:
+    """An array of [member, byte string of ``length``] pairs (value inputs, certificates). A valid
+    pair is taken by a type check inline (a record holds hundreds; naming each for an error that
+    does not come was most of decoding it); the first other item goes to ``check``, which raises
+    the precise error, or returns the pair if the inline check was only stricter."""
+    pairs = []
+    top = limits.members - 1
+    for index, item in enumerate(_list(value, name, limits.members)):
+        if type(item) is list and len(item) == 2:
+            member, data = item
+            if type(member) is int and 0 <= member <= top and type(data) is bytes and len(data) == length:
+                pairs.append((member, data))
+                continue
+        pairs.append(check(item, f"{name}[{index}]"))
+    return tuple(pairs)
+
+
 class Message:
     """Base of every message: canonical fields and the tag that names the type."""
 
@@ -345,6 +362,9 @@ class Value:
     evidence: tuple[Evidence, ...]
     model_digest: bytes
     ledger_digest: bytes
+    # The packed fields, once `id` needed them (every member hashes every value it sees, often
+    # more than once; the fields are immutable).
+    packed: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _int(self.round, "value.round", 1, ROUND_MAX)
@@ -367,7 +387,11 @@ class Value:
 
     def id(self, genesis_hash: bytes) -> bytes:
         """The round hash."""
-        return hashlib.sha256(b"qora-p2p/round/v1" + genesis_hash + _pack(self.fields())).digest()
+        packed = self.packed
+        if packed is None:
+            packed = _pack(self.fields())
+            object.__setattr__(self, "packed", packed)
+        return hashlib.sha256(b"qora-p2p/round/v1" + genesis_hash + packed).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -609,7 +633,7 @@ def _value(value: Any, limits: Limits) -> Value:
     items = _list(value, "value", 6)
     if len(items) != 6:
         raise MessageError("value must have 6 fields")
-    inputs = tuple(_pair(item, f"value.inputs[{index}]", limits) for index, item in enumerate(_list(items[2], "value.inputs", limits.members)))
+    inputs = _pairs(items[2], "value.inputs", limits, DIGEST_BYTES, lambda item, name: _pair(item, name, limits))
     evidence = tuple(_evidence(item, f"value.evidence[{index}]", limits) for index, item in enumerate(_list(items[3], "value.evidence", limits.evidence_max)))
     return Value(_int(items[0], "value.round", 1, ROUND_MAX), _bytes(items[1], "value.prev_hash", DIGEST_BYTES), inputs, evidence, items[4], items[5])
 
@@ -618,13 +642,15 @@ def _record(value: Any, limits: Limits) -> Record:
     items = _list(value, "record", 3)
     if len(items) != 3:
         raise MessageError("record must have 3 fields")
-    certificate = []
-    for index, item in enumerate(_list(items[2], "record.certificate", limits.members)):
-        pair = _list(item, f"record.certificate[{index}]", 2)
+
+    def signature(item: Any, name: str) -> tuple[int, bytes]:
+        pair = _list(item, name, 2)
         if len(pair) != 2:
-            raise MessageError(f"record.certificate[{index}] must be [voter, signature]")
-        certificate.append((_int(pair[0], "voter", 0, limits.members - 1), _bytes(pair[1], "signature", SIGNATURE_BYTES)))
-    return Record(_value(items[0], limits), items[1], tuple(certificate))
+            raise MessageError(f"{name} must be [voter, signature]")
+        return _int(pair[0], "voter", 0, limits.members - 1), _bytes(pair[1], "signature", SIGNATURE_BYTES)
+
+    certificate = _pairs(items[2], "record.certificate", limits, SIGNATURE_BYTES, signature)
+    return Record(_value(items[0], limits), items[1], certificate)
 
 
 def _expect(body: list[Any], count: int, kind: str) -> None:

@@ -4,6 +4,7 @@ type and content."""
 import contextlib
 import hashlib
 import random
+import re
 
 import msgpack
 import numpy as np
@@ -320,3 +321,27 @@ def test_an_updates_payload_check_is_remembered_only_when_it_passes():
     with pytest.raises(FixedPointError, match="needs 12 bytes"):
         good.check_payload(3)
     good.check_payload(4)
+
+
+@pytest.mark.parametrize(
+    ("where", "bad", "named"),
+    [
+        ("inputs", [1, b"short"], "value.inputs[1].digest must be 32 bytes"),
+        ("inputs", [True, bytes(32)], "value.inputs[1].member must be an integer"),
+        ("inputs", [LIMITS.members, bytes(32)], "value.inputs[1].member must be an integer in 0..6"),
+        ("inputs", [1, bytes(32), 0], "value.inputs[1] holds 3 items, more than 2"),
+        ("certificate", [2, b"short"], "signature must be 64 bytes"),
+        ("certificate", [-1, bytes(64)], "voter must be an integer in 0..6"),
+        ("certificate", 5, "record.certificate[1] must be an array, got int"),
+        ("certificate", [2], "record.certificate[1] must be [voter, signature]"),
+    ],
+)
+def test_a_bad_pair_in_a_record_is_named_in_the_error(where, bad, named):
+    """Pairs are checked inline; the first bad one still gets its precise error."""
+    value = Value(4, bytes(32), ((0, bytes(32)), (2, bytes(32)), (3, bytes(32))), (), bytes(32), bytes(32))
+    record = Record(value, 0, tuple((voter, bytes(64)) for voter in (0, 2, 3)))
+    assert decode(record.encode(), LIMITS) == record
+    raw = msgpack.unpackb(record.encode(), use_list=True)
+    (raw[1][2] if where == "inputs" else raw[3])[1] = bad
+    with pytest.raises(MessageError, match=re.escape(named)):
+        decode(msgpack.packb(raw, use_bin_type=True), LIMITS)
