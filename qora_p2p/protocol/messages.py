@@ -139,6 +139,10 @@ def _pack(value: Any) -> bytes:
     return packed
 
 
+_ARRAY_OF_3 = b"\x93"  # msgpack's header of an array of 3 (fixarray), as packb writes it
+_ARRAY_OF_4 = b"\x94"
+
+
 def _int(value: Any, name: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise MessageError(f"{name} must be an integer in {low}..{high}, got {value!r}")
@@ -387,11 +391,15 @@ class Value:
 
     def id(self, genesis_hash: bytes) -> bytes:
         """The round hash."""
+        return hashlib.sha256(b"qora-p2p/round/v1" + genesis_hash + self.packed_fields()).digest()
+
+    def packed_fields(self) -> bytes:
+        """``_pack(self.fields())``, kept once made."""
         packed = self.packed
         if packed is None:
             packed = _pack(self.fields())
             object.__setattr__(self, "packed", packed)
-        return hashlib.sha256(b"qora-p2p/round/v1" + genesis_hash + packed).digest()
+        return packed
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,6 +502,7 @@ class Record(Message):
     value: Value
     view: int
     certificate: tuple[tuple[int, bytes], ...]
+    body: bytes | None = field(default=None, init=False, repr=False, compare=False)  # see `packed_body`
 
     def __post_init__(self) -> None:
         _int(self.view, "view", 0, VIEW_MAX)
@@ -501,7 +510,20 @@ class Record(Message):
         if voters != sorted(set(voters)):
             raise MessageError("certificate signatures must be sorted by voter with no repeats")
         for voter, signature in self.certificate:
-            _bytes(signature, f"certificate[{voter}]", SIGNATURE_BYTES)
+            if type(signature) is not bytes or len(signature) != SIGNATURE_BYTES:
+                _bytes(signature, f"certificate[{voter}]", SIGNATURE_BYTES)  # raises, naming it
+
+    def packed_body(self) -> bytes:
+        """The packed fields, one after another without the array header, kept once made: a
+        member serves the same records to every peer that catches up (`SyncResponse`)."""
+        body = self.body
+        if body is None:
+            body = self.value.packed_fields() + _pack(self.view) + _pack([[voter, signature] for voter, signature in self.certificate])
+            object.__setattr__(self, "body", body)
+        return body
+
+    def encode(self) -> bytes:
+        return _ARRAY_OF_4 + _pack(self.TAG) + self.packed_body()
 
     def verify(
         self,
@@ -577,6 +599,14 @@ class SyncResponse(Message):
 
     def fields(self) -> list[Any]:
         return [[record.fields() for record in self.records], None if self.state is None else self.state.fields()]
+
+    def packed_items(self) -> list[bytes]:
+        """The packed tag and fields (what `encode` joins), each record's from its kept body."""
+        records = msgpack.Packer().pack_array_header(len(self.records)) + b"".join(_ARRAY_OF_3 + record.packed_body() for record in self.records)
+        return [_pack(self.TAG), records, _pack(None if self.state is None else self.state.fields())]
+
+    def encode(self) -> bytes:
+        return _ARRAY_OF_3 + b"".join(self.packed_items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -771,14 +801,16 @@ def _is_canonical(message: Message, raw: list[Any], data: bytes) -> bool:
     """
     if len(data) < CANONICAL_WALK_BYTES:
         return message.encode() == data  # small: one pack is cheaper than the walk
-    items = [message.TAG, *message.fields()]
+    items = [message.TAG, *message.fields()] if not isinstance(message, SyncResponse) else message.packed_items()
     view = memoryview(data)
     header = msgpack.Packer().pack_array_header(len(items))
     if view[: len(header)] != header:
         return False
     position = len(header)
     for index, item in enumerate(items):
-        if isinstance(item, bytes) and len(item) >= CANONICAL_COPY_BYTES and index < len(raw) and raw[index] is item:
+        if isinstance(message, SyncResponse):
+            encoded, skip = item, 0  # packed already; the state is nested, so it never had the in-place check
+        elif isinstance(item, bytes) and len(item) >= CANONICAL_COPY_BYTES and index < len(raw) and raw[index] is item:
             encoded = bin_header(len(item))
             skip = len(item)
         else:

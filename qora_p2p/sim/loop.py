@@ -289,7 +289,7 @@ class Simulation:
             self.encode_cache.clear()
             self.cache_bytes["encode"] = 0
         self.encode_cache[id(message)] = (message, data)
-        self.cache_bytes["encode"] += 2 * len(data)
+        self.cache_bytes["encode"] += 3 * len(data)
         return data
 
     def _transmit(self, sender: int, receiver: int, data: bytes) -> None:
@@ -456,7 +456,7 @@ class Simulation:
                     self.decode_cache.clear()
                     self.cache_bytes["decode"] = 0
                 self.decode_cache[data] = message
-                self.cache_bytes["decode"] += 2 * len(data)
+                self.cache_bytes["decode"] += 3 * len(data)  # the bytes, the decoded copy, and what records and values keep packed
             if index not in self.byzantine:
                 self.bytes_by_kind[type(message).__name__] += len(data)
             if node.adversary is not None:

@@ -345,3 +345,33 @@ def test_a_bad_pair_in_a_record_is_named_in_the_error(where, bad, named):
     (raw[1][2] if where == "inputs" else raw[3])[1] = bad
     with pytest.raises(MessageError, match=re.escape(named)):
         decode(msgpack.packb(raw, use_bin_type=True), LIMITS)
+
+
+@settings(max_examples=300)
+@given(messages())
+def test_every_encoding_is_the_msgpack_array_of_tag_and_fields(message):
+    """Messages that splice kept bytes (records, sync responses) encode exactly as one pack of
+    their fields would, and keep doing so once their kept bytes exist."""
+    expected = msgpack.packb([message.TAG, *message.fields()], use_bin_type=True)
+    assert message.encode() == expected
+    assert message.encode() == expected
+    assert decode(expected, LIMITS).encode() == expected
+
+
+def test_a_large_sync_response_is_walked_against_its_kept_bytes_and_a_wide_field_is_refused():
+    limits = Limits(members=7, dimension=20_000)
+    value = Value(4, bytes(32), ((0, bytes(32)), (2, bytes(32))), (), bytes(32), bytes(32))
+    records = tuple(Record(value, view, ((0, bytes(64)), (3, bytes(64)))) for view in (0, 1))
+    state = StateSnapshot(4, bytes(limits.model_bytes), bytes(limits.payload_bytes), b"ledger")
+    message = SyncResponse(records, state)
+    data = message.encode()
+    assert len(data) >= CANONICAL_WALK_BYTES and data == msgpack.packb([message.TAG, *message.fields()], use_bin_type=True)
+    assert decode(data, limits) == message
+    # The first record's view 0 written as uint8 (0xcc 0x00), not the positive fixint 0x00.
+    body = records[0].packed_body()
+    wide = body.replace(value.packed_fields() + b"\x00", value.packed_fields() + b"\xcc\x00", 1)
+    assert wide != body
+    forged = data.replace(b"\x93" + body, b"\x93" + wide, 1)
+    assert len(forged) == len(data) + 1 and msgpack.unpackb(forged) == msgpack.unpackb(data)
+    with pytest.raises(MessageError, match="not canonically encoded"):
+        decode(forged, limits)
