@@ -149,35 +149,41 @@ def test_resume_keeps_the_lock_and_never_votes_twice():
     assert not votes(consensus.on_proposal(3, W, -1) + consensus.on_validity(W, True), Step.PREVOTE)
 
 
-@settings(max_examples=300)
-@given(
-    st.lists(
+def inputs(last_view, last_voter, size):
+    """Lists of consensus inputs in views 0..last_view from voters 0..last_voter."""
+    return st.lists(
         st.one_of(
-            st.tuples(st.just("proposal"), st.integers(0, 4), st.sampled_from([V, W]), st.integers(-1, 3)),
-            st.tuples(st.just("vote"), st.sampled_from([Step.PREVOTE, Step.PRECOMMIT]), st.integers(0, 4), st.integers(0, 3), st.sampled_from([V, W, NIL])),
+            st.tuples(st.just("proposal"), st.integers(0, last_view), st.sampled_from([V, W]), st.integers(-1, last_view - 1)),
+            st.tuples(st.just("vote"), st.sampled_from([Step.PREVOTE, Step.PRECOMMIT]), st.integers(0, last_view), st.integers(0, last_voter), st.sampled_from([V, W, NIL])),
             st.tuples(st.just("validity"), st.sampled_from([V, W]), st.booleans()),
-            st.tuples(st.just("timeout"), st.sampled_from(list(Timeout)), st.integers(0, 4)),
+            st.tuples(st.just("timeout"), st.sampled_from(list(Timeout)), st.integers(0, last_view)),
         ),
-        max_size=60,
+        max_size=size,
     )
-)
+
+
+def feed(consensus, event):
+    """One input of `inputs` (a proposal's valid view must be below its view); its actions."""
+    if event[0] == "proposal":
+        _, view, value, valid_view = event
+        return consensus.on_proposal(view, value, valid_view) if valid_view < view else []
+    if event[0] == "vote":
+        _, kind, view, voter, value = event
+        return consensus.on_vote(kind, view, voter % consensus.members, value)
+    if event[0] == "validity":
+        return consensus.on_validity(event[1], event[2])
+    return consensus.on_timeout(event[1], event[2])
+
+
+@settings(max_examples=300)
+@given(inputs(last_view=4, last_voter=3, size=60))
 def test_never_two_votes_in_a_slot_and_at_most_one_decision(events):
     """Whatever arrives in whatever order: one prevote and one precommit per view at most, at most
     one decision, and a prevote for a value only when that value was judged valid."""
     consensus = machine(me=1)
     emitted = list(consensus.start())
     for event in events:
-        if event[0] == "proposal":
-            _, view, value, valid_view = event
-            if valid_view < view:
-                emitted += consensus.on_proposal(view, value, valid_view)
-        elif event[0] == "vote":
-            _, kind, view, voter, value = event
-            emitted += consensus.on_vote(kind, view, voter, value)
-        elif event[0] == "validity":
-            emitted += consensus.on_validity(event[1], event[2])
-        else:
-            emitted += consensus.on_timeout(event[1], event[2])
+        emitted += feed(consensus, event)
     slots = [(action.kind, action.view) for action in emitted if isinstance(action, Vote)]
     assert len(slots) == len(set(slots))
     assert sum(isinstance(action, Decide) for action in emitted) <= 1
@@ -195,18 +201,7 @@ class AlwaysRunsTheRules(Tendermint):
 
 
 @settings(max_examples=500)
-@given(
-    st.sampled_from([4, 7, 10]),
-    st.lists(
-        st.one_of(
-            st.tuples(st.just("proposal"), st.integers(0, 2), st.sampled_from([V, W]), st.integers(-1, 1)),
-            st.tuples(st.just("vote"), st.sampled_from([Step.PREVOTE, Step.PRECOMMIT]), st.integers(0, 2), st.integers(0, 9), st.sampled_from([V, W, NIL])),
-            st.tuples(st.just("validity"), st.sampled_from([V, W]), st.booleans()),
-            st.tuples(st.just("timeout"), st.sampled_from(list(Timeout)), st.integers(0, 2)),
-        ),
-        max_size=120,
-    ),
-)
+@given(st.sampled_from([4, 7, 10]), inputs(last_view=2, last_voter=9, size=120))
 def test_votes_that_reach_no_quorum_skip_the_rules_without_changing_anything(members, events):
     """Skipping the rules after a vote that raised no count to the quorum (and made no view ripe)
     gives the same actions, step by step, as running them after every vote."""
@@ -216,20 +211,7 @@ def test_votes_that_reach_no_quorum_skip_the_rules_without_changing_anything(mem
     reference = AlwaysRunsTheRules(members, faulty, quorum, lambda view: view % members, 1)
     assert echo(fast, fast.start()) == echo(reference, reference.start())
     for event in events:
-        outputs = []
-        for consensus in (fast, reference):
-            if event[0] == "proposal":
-                _, view, value, valid_view = event
-                actions = consensus.on_proposal(view, value, valid_view) if valid_view < view else []
-            elif event[0] == "vote":
-                _, kind, view, voter, value = event
-                actions = consensus.on_vote(kind, view, voter % members, value)
-            elif event[0] == "validity":
-                actions = consensus.on_validity(event[1], event[2])
-            else:
-                actions = consensus.on_timeout(event[1], event[2])
-            outputs.append(echo(consensus, actions))
-        assert outputs[0] == outputs[1]
+        assert echo(fast, feed(fast, event)) == echo(reference, feed(reference, event))
         assert (fast.view, fast.step, fast.decision, fast.locked_value, fast.valid_value) == (reference.view, reference.step, reference.decision, reference.locked_value, reference.valid_value)
 
 
