@@ -600,13 +600,12 @@ class SyncResponse(Message):
     def fields(self) -> list[Any]:
         return [[record.fields() for record in self.records], None if self.state is None else self.state.fields()]
 
-    def packed_items(self) -> list[bytes]:
-        """The packed tag and fields (what `encode` joins), each record's from its kept body."""
-        records = msgpack.Packer().pack_array_header(len(self.records)) + b"".join(_ARRAY_OF_3 + record.packed_body() for record in self.records)
-        return [_pack(self.TAG), records, _pack(None if self.state is None else self.state.fields())]
-
     def encode(self) -> bytes:
-        return _ARRAY_OF_3 + b"".join(self.packed_items())
+        """The tag and fields packed, each record's from its kept body."""
+        records = b"".join(_ARRAY_OF_3 + record.packed_body() for record in self.records)
+        state = _pack(None if self.state is None else self.state.fields())
+        header: bytes = msgpack.Packer().pack_array_header(len(self.records))
+        return _ARRAY_OF_3 + _pack(self.TAG) + header + records + state
 
 
 @dataclass(frozen=True, slots=True)
@@ -791,26 +790,27 @@ def bin_header(length: int) -> bytes:
 def _is_canonical(message: Message, raw: list[Any], data: bytes) -> bool:
     """Whether ``data`` is exactly ``message.encode()``, without copying its large byte strings.
 
-    A message under `CANONICAL_WALK_BYTES` is packed again and compared. A longer one is walked
-    field by field against ``data``: small fields are packed and compared;
-    a top-level byte string of at least `CANONICAL_COPY_BYTES` that is the very object the decoder
+    A message under `CANONICAL_WALK_BYTES`, and any sync response, is packed again and compared
+    (a sync response from its records' kept bytes; it has no top-level byte string). Any other
+    longer message is walked field by field against ``data``: small fields are packed and
+    compared; a top-level byte string of at least `CANONICAL_COPY_BYTES` that is the very object the decoder
     read from ``data`` is checked by its header alone. Its content needs no comparison: every byte
     before it matched the canonical encoding of the fields before it, so the decoder read it from
     this position, and its bytes are those of ``data`` there (a 400 KB update payload would
     otherwise be packed again and compared, about 0.5 ms).
     """
-    if len(data) < CANONICAL_WALK_BYTES:
-        return message.encode() == data  # small: one pack is cheaper than the walk
-    items = [message.TAG, *message.fields()] if not isinstance(message, SyncResponse) else message.packed_items()
+    if len(data) < CANONICAL_WALK_BYTES or isinstance(message, SyncResponse):
+        # Small: one pack is cheaper than the walk. A sync response joins its records' kept
+        # bytes, and its state is nested, so the walk's in-place check never applied to it.
+        return message.encode() == data
+    items = [message.TAG, *message.fields()]
     view = memoryview(data)
     header = msgpack.Packer().pack_array_header(len(items))
     if view[: len(header)] != header:
         return False
     position = len(header)
     for index, item in enumerate(items):
-        if isinstance(message, SyncResponse):
-            encoded, skip = item, 0  # packed already; the state is nested, so it never had the in-place check
-        elif isinstance(item, bytes) and len(item) >= CANONICAL_COPY_BYTES and index < len(raw) and raw[index] is item:
+        if isinstance(item, bytes) and len(item) >= CANONICAL_COPY_BYTES and index < len(raw) and raw[index] is item:
             encoded = bin_header(len(item))
             skip = len(item)
         else:
